@@ -1,0 +1,167 @@
+"""Tensor-by-tensor access to Hugging Face GPT-OSS safetensors checkpoints (single file or sharded)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from .config import GptOssConfig
+from .errors import CheckpointError
+from .mxfp4 import BLOCK_SIZE, BYTES_PER_BLOCK
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+PACKED_DTYPES = (torch.uint8,)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor the model needs: its checkpoint name, shape and allowed storage dtypes."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES
+
+
+class Checkpoint:
+    """Lazily reads named tensors from the safetensors files of one checkpoint directory."""
+
+    def __init__(self, model_dir: str | Path) -> None:
+        self.model_dir = Path(model_dir)
+        self._handles: dict[Path, object] = {}
+        self._file_of = self._index()
+
+    def _index(self) -> dict[str, Path]:
+        index_path = self.model_dir / INDEX_FILE
+        if index_path.is_file():
+            try:
+                weight_map = json.loads(index_path.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise CheckpointError(f"{index_path}: not a safetensors index with a weight_map ({exc})") from None
+            return {name: self.model_dir / file for name, file in weight_map.items()}
+        single = self.model_dir / SINGLE_FILE
+        if not single.is_file():
+            raise CheckpointError(f"{self.model_dir}: no {SINGLE_FILE} or {INDEX_FILE} found")
+        return dict.fromkeys(self._open(single).keys(), single)
+
+    def _open(self, path: Path):
+        if path not in self._handles:
+            if not path.is_file():
+                raise CheckpointError(f"{path}: listed in {INDEX_FILE} but missing")
+            try:
+                self._handles[path] = safe_open(str(path), framework="pt")
+            except Exception as exc:  # safetensors raises its own error types for bad headers
+                raise CheckpointError(f"{path}: truncated or not a safetensors file ({exc})") from None
+        return self._handles[path]
+
+    def names(self) -> Iterator[str]:
+        return iter(self._file_of)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._file_of
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._slice(name).get_shape())
+
+    def _slice(self, name: str):
+        if name not in self._file_of:
+            raise CheckpointError(f"{self.model_dir}: tensor {name!r} is missing from the checkpoint")
+        return self._open(self._file_of[name]).get_slice(name)
+
+    def read(self, spec: TensorSpec) -> torch.Tensor:
+        """Read one tensor, checking it against `spec` before any data is copied."""
+        shape = self.shape(spec.name)
+        if shape != spec.shape:
+            raise CheckpointError(
+                f"{self._file_of[spec.name]}: tensor {spec.name!r} has shape {list(shape)}, "
+                f"expected {list(spec.shape)}"
+            )
+        try:
+            tensor = self._open(self._file_of[spec.name]).get_tensor(spec.name)
+        except Exception as exc:
+            raise CheckpointError(f"{self._file_of[spec.name]}: cannot read tensor {spec.name!r} ({exc})") from None
+        if tensor.dtype not in spec.dtypes:
+            raise CheckpointError(
+                f"{self._file_of[spec.name]}: tensor {spec.name!r} is {tensor.dtype}, "
+                f"expected one of {[str(d) for d in spec.dtypes]}"
+            )
+        return tensor
+
+    def close(self) -> None:
+        self._handles.clear()
+
+
+def expert_specs(config: GptOssConfig, layer: int) -> dict[str, TensorSpec]:
+    """Checkpoint tensors of one layer's experts, keyed by role, in the checkpoint's own layout."""
+    c = config
+    prefix = f"model.layers.{layer}.mlp.experts."
+    e, h, i = c.num_local_experts, c.hidden_size, c.intermediate_size
+    specs = {
+        "gate_up_bias": TensorSpec(prefix + "gate_up_proj_bias", (e, 2 * i)),
+        "down_bias": TensorSpec(prefix + "down_proj_bias", (e, h)),
+    }
+    if c.is_mxfp4:
+        specs |= {
+            "gate_up_weight": TensorSpec(
+                prefix + "gate_up_proj_blocks", (e, 2 * i, h // BLOCK_SIZE, BYTES_PER_BLOCK), PACKED_DTYPES
+            ),
+            "gate_up_scales": TensorSpec(prefix + "gate_up_proj_scales", (e, 2 * i, h // BLOCK_SIZE), PACKED_DTYPES),
+            "down_weight": TensorSpec(
+                prefix + "down_proj_blocks", (e, h, i // BLOCK_SIZE, BYTES_PER_BLOCK), PACKED_DTYPES
+            ),
+            "down_scales": TensorSpec(prefix + "down_proj_scales", (e, h, i // BLOCK_SIZE), PACKED_DTYPES),
+        }
+    else:
+        specs |= {
+            "gate_up_weight": TensorSpec(prefix + "gate_up_proj", (e, h, 2 * i)),
+            "down_weight": TensorSpec(prefix + "down_proj", (e, i, h)),
+        }
+    return specs
+
+
+def layer_specs(config: GptOssConfig, layer: int) -> dict[str, TensorSpec]:
+    """Checkpoint tensors of one decoder layer except its experts, keyed by their name in our model."""
+    c = config
+    prefix = f"model.layers.{layer}."
+    q_out, kv_out = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
+    shapes = {
+        "input_layernorm.weight": (c.hidden_size,),
+        "post_attention_layernorm.weight": (c.hidden_size,),
+        "self_attn.q_proj.weight": (q_out, c.hidden_size),
+        "self_attn.k_proj.weight": (kv_out, c.hidden_size),
+        "self_attn.v_proj.weight": (kv_out, c.hidden_size),
+        "self_attn.o_proj.weight": (c.hidden_size, q_out),
+        "self_attn.sinks": (c.num_attention_heads,),
+        "mlp.router.weight": (c.num_local_experts, c.hidden_size),
+        "mlp.router.bias": (c.num_local_experts,),
+    }
+    if c.attention_bias:
+        shapes |= {
+            "self_attn.q_proj.bias": (q_out,),
+            "self_attn.k_proj.bias": (kv_out,),
+            "self_attn.v_proj.bias": (kv_out,),
+            "self_attn.o_proj.bias": (c.hidden_size,),
+        }
+    return {name: TensorSpec(prefix + name, shape) for name, shape in shapes.items()}
+
+
+def head_specs(config: GptOssConfig, head: str) -> dict[str, TensorSpec]:
+    """Checkpoint tensors outside the decoder layers for `head`."""
+    c = config
+    specs = {
+        "model.embed_tokens.weight": TensorSpec("model.embed_tokens.weight", (c.vocab_size, c.hidden_size)),
+        "model.norm.weight": TensorSpec("model.norm.weight", (c.hidden_size,)),
+    }
+    if head == "causal-lm":
+        specs["lm_head.weight"] = TensorSpec("lm_head.weight", (c.vocab_size, c.hidden_size))
+    else:
+        specs["score.weight"] = TensorSpec("score.weight", (c.num_labels, c.hidden_size))
+        if head == "token-classification":
+            specs["score.bias"] = TensorSpec("score.bias", (c.num_labels,))
+    return specs

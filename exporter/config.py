@@ -1,0 +1,306 @@
+"""Typed, validated GPT-OSS configuration read from a Hugging Face `config.json`."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+SLIDING = "sliding_attention"
+FULL = "full_attention"
+HEADS = ("causal-lm", "sequence-classification", "token-classification")
+
+
+@dataclass(frozen=True)
+class RopeConfig:
+    """YaRN rotary-embedding parameters (HF `rope_parameters` / older `rope_scaling`)."""
+
+    theta: float = 150000.0
+    rope_type: str = "yarn"
+    factor: float = 32.0
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    original_max_position_embeddings: int = 4096
+    truncate: bool = False
+    attention_factor: float | None = None
+    mscale: float | None = None
+    mscale_all_dim: float | None = None
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    """How the checkpoint stores its expert weights."""
+
+    method: str = "none"  # "mxfp4" or "none"
+    modules_to_not_convert: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GptOssConfig:
+    """Every model dimension the exporter, plugins and runtime need."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    num_local_experts: int
+    num_experts_per_tok: int
+    sliding_window: int
+    layer_types: tuple[str, ...]
+    max_position_embeddings: int
+    rms_norm_eps: float = 1e-5
+    rope: RopeConfig = field(default_factory=RopeConfig)
+    swiglu_alpha: float = 1.702
+    swiglu_limit: float = 7.0
+    attention_bias: bool = True
+    tie_word_embeddings: bool = False
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    id2label: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @property
+    def is_mxfp4(self) -> bool:
+        return self.quantization.method == "mxfp4"
+
+    def window_of(self, layer: int) -> int:
+        """Sliding window of `layer`, 0 for full attention."""
+        return self.sliding_window if self.layer_types[layer] == SLIDING else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GptOssConfig:
+        """Inverse of `to_dict` (used by engine manifests)."""
+        data = dict(data)
+        data["rope"] = RopeConfig(**data["rope"])
+        quant = data["quantization"]
+        data["quantization"] = QuantizationConfig(quant["method"], tuple(quant["modules_to_not_convert"]))
+        data["layer_types"] = tuple(data["layer_types"])
+        data["eos_token_ids"] = tuple(data["eos_token_ids"])
+        data["id2label"] = {int(k): v for k, v in data["id2label"].items()}
+        config = cls(**data)
+        validate(config)
+        return config
+
+
+def load_config(model_dir: str | Path) -> GptOssConfig:
+    """Read and validate `config.json` in `model_dir`."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found (expected a Hugging Face GPT-OSS config.json)")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: dict[str, Any], source: str = "config.json") -> GptOssConfig:
+    """Turn a Hugging Face GPT-OSS config dict into a validated `GptOssConfig`."""
+    reader = _Reader(raw, source)
+    if raw.get("model_type", "gpt_oss") != "gpt_oss":
+        raise ConfigError(f"{source}: model_type is {raw['model_type']!r}, expected 'gpt_oss'")
+    num_layers = reader.positive_int("num_hidden_layers", 36)
+    num_heads = reader.positive_int("num_attention_heads", 64)
+    hidden = reader.positive_int("hidden_size", 2880)
+    head_dim = raw.get("head_dim")
+    head_dim = hidden // num_heads if head_dim is None else reader.positive_int("head_dim", 64)
+    num_kv_heads = raw.get("num_key_value_heads")
+    num_kv_heads = num_heads if num_kv_heads is None else reader.positive_int("num_key_value_heads", 8)
+    layer_types = raw.get("layer_types")
+    if layer_types is None:
+        layer_types = [SLIDING if i % 2 == 0 else FULL for i in range(num_layers)]
+    sliding_window = raw.get("sliding_window")
+    config = GptOssConfig(
+        vocab_size=reader.positive_int("vocab_size", 201088),
+        hidden_size=hidden,
+        intermediate_size=reader.positive_int("intermediate_size", 2880),
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        head_dim=head_dim,
+        num_local_experts=reader.positive_int(
+            "num_local_experts", raw.get("num_experts", 128), aliases=("num_experts",)
+        ),
+        num_experts_per_tok=reader.positive_int("num_experts_per_tok", 4),
+        sliding_window=0 if sliding_window is None else reader.positive_int("sliding_window", 128),
+        layer_types=tuple(layer_types),
+        max_position_embeddings=reader.positive_int("max_position_embeddings", 131072),
+        rms_norm_eps=reader.positive_float("rms_norm_eps", 1e-5),
+        rope=_parse_rope(raw, reader),
+        swiglu_alpha=reader.positive_float("swiglu_alpha", 1.702),
+        swiglu_limit=reader.positive_float("swiglu_limit", 7.0),
+        attention_bias=bool(raw.get("attention_bias", True)),
+        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        pad_token_id=reader.optional_token("pad_token_id"),
+        bos_token_id=reader.optional_token("bos_token_id"),
+        eos_token_ids=reader.token_list("eos_token_id"),
+        quantization=_parse_quantization(raw, source),
+        id2label=_parse_labels(raw, source),
+    )
+    validate(config, source)
+    return config
+
+
+def validate(config: GptOssConfig, source: str = "config") -> None:
+    """Reject configurations that cannot describe a GPT-OSS model."""
+    c = config
+
+    def fail(message: str) -> None:
+        raise ConfigError(f"{source}: {message}")
+
+    if c.num_attention_heads % c.num_key_value_heads:
+        fail(
+            f"num_attention_heads ({c.num_attention_heads}) must be a multiple of "
+            f"num_key_value_heads ({c.num_key_value_heads})"
+        )
+    if c.head_dim % 2:
+        fail(f"head_dim must be even for rotary embeddings, got {c.head_dim}")
+    if c.num_experts_per_tok > c.num_local_experts:
+        fail(
+            f"num_experts_per_tok ({c.num_experts_per_tok}) exceeds num_local_experts ({c.num_local_experts})"
+        )
+    if len(c.layer_types) != c.num_hidden_layers:
+        fail(f"layer_types has {len(c.layer_types)} entries, expected num_hidden_layers={c.num_hidden_layers}")
+    unknown = sorted({t for t in c.layer_types if t not in (SLIDING, FULL)})
+    if unknown:
+        fail(f"layer_types contains {unknown}, expected only {SLIDING!r} or {FULL!r}")
+    if SLIDING in c.layer_types and c.sliding_window <= 0:
+        fail("sliding_window must be a positive integer when a layer is 'sliding_attention'")
+    if c.tie_word_embeddings:
+        fail("tie_word_embeddings=true is not a GPT-OSS layout (the LM head is a separate matrix)")
+    if c.is_mxfp4 and (c.hidden_size % 32 or c.intermediate_size % 32):
+        fail(
+            f"MXFP4 experts need hidden_size and intermediate_size divisible by 32, "
+            f"got {c.hidden_size} and {c.intermediate_size}"
+        )
+    for name in ("pad_token_id", "bos_token_id"):
+        token = getattr(c, name)
+        if token is not None and not 0 <= token < c.vocab_size:
+            fail(f"{name}={token} is outside the vocabulary (size {c.vocab_size})")
+    for token in c.eos_token_ids:
+        if not 0 <= token < c.vocab_size:
+            fail(f"eos_token_id {token} is outside the vocabulary (size {c.vocab_size})")
+    rope = c.rope
+    if rope.rope_type not in ("yarn", "default"):
+        fail(f"rope type {rope.rope_type!r} is not supported, expected 'yarn' or 'default'")
+    if rope.theta <= 0 or rope.factor <= 0:
+        fail(f"rope_theta and the rope factor must be positive, got {rope.theta} and {rope.factor}")
+    if rope.beta_fast <= 0 or rope.beta_slow <= 0 or rope.original_max_position_embeddings <= 0:
+        fail("rope beta_fast, beta_slow and original_max_position_embeddings must be positive")
+
+
+class _Reader:
+    """Typed field access that names the offending field on error."""
+
+    def __init__(self, raw: dict[str, Any], source: str) -> None:
+        self.raw = raw
+        self.source = source
+
+    def _get(self, key: str, default: Any, aliases: tuple[str, ...] = ()) -> Any:
+        for name in (key, *aliases):
+            if self.raw.get(name) is not None:
+                return self.raw[name]
+        return default
+
+    def positive_int(self, key: str, default: int, aliases: tuple[str, ...] = ()) -> int:
+        value = self._get(key, default, aliases)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{self.source}: {key} must be a positive integer, got {value!r}")
+        return value
+
+    def positive_float(self, key: str, default: float) -> float:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{self.source}: {key} must be a positive number, got {value!r}")
+        return float(value)
+
+    def optional_token(self, key: str) -> int | None:
+        value = self.raw.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{self.source}: {key} must be a non-negative integer, got {value!r}")
+        return value
+
+    def token_list(self, key: str) -> tuple[int, ...]:
+        value = self.raw.get(key)
+        if value is None:
+            return ()
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+            raise ConfigError(f"{self.source}: {key} must be a token id or a list of token ids, got {value!r}")
+        return tuple(values)
+
+
+def _parse_rope(raw: dict[str, Any], reader: _Reader) -> RopeConfig:
+    params = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{reader.source}: rope_parameters must be an object, got {params!r}")
+    theta = params.get("rope_theta", raw.get("rope_theta", 150000.0))
+    rope_type = params.get("rope_type", params.get("type", "yarn" if params else "default"))
+    defaults = RopeConfig()
+    original = params.get("original_max_position_embeddings", raw.get("max_position_embeddings", 131072))
+    try:
+        return RopeConfig(
+            theta=float(theta),
+            rope_type=str(rope_type),
+            factor=float(params.get("factor", defaults.factor if rope_type == "yarn" else 1.0)),
+            beta_fast=float(params.get("beta_fast") or defaults.beta_fast),
+            beta_slow=float(params.get("beta_slow") or defaults.beta_slow),
+            original_max_position_embeddings=int(original),
+            # Hugging Face's generic YaRN truncates the correction range unless told not to.
+            truncate=bool(params.get("truncate", True)),
+            attention_factor=_optional_float(params.get("attention_factor")),
+            mscale=_optional_float(params.get("mscale")),
+            mscale_all_dim=_optional_float(params.get("mscale_all_dim")),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{reader.source}: rope_parameters has a non-numeric value ({exc})") from None
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _parse_quantization(raw: dict[str, Any], source: str) -> QuantizationConfig:
+    quant = raw.get("quantization_config")
+    if not quant:
+        return QuantizationConfig()
+    method = quant.get("quant_method") if isinstance(quant, dict) else None
+    if method != "mxfp4":
+        raise ConfigError(f"{source}: quantization_config.quant_method is {method!r}, only 'mxfp4' is supported")
+    return QuantizationConfig("mxfp4", tuple(quant.get("modules_to_not_convert") or ()))
+
+
+def _parse_labels(raw: dict[str, Any], source: str) -> dict[int, str]:
+    id2label = raw.get("id2label")
+    if id2label:
+        try:
+            return {int(k): str(v) for k, v in id2label.items()}
+        except (AttributeError, ValueError):
+            raise ConfigError(f"{source}: id2label must map integer ids to names") from None
+    num_labels = raw.get("num_labels")
+    if num_labels is None:
+        return {}
+    if not isinstance(num_labels, int) or num_labels <= 0:
+        raise ConfigError(f"{source}: num_labels must be a positive integer, got {num_labels!r}")
+    return {i: f"LABEL_{i}" for i in range(num_labels)}
