@@ -18,6 +18,7 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 PACKED_DTYPES = (torch.uint8,)
+_HEADER_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "U8": torch.uint8}
 
 
 @dataclass(frozen=True)
@@ -69,29 +70,36 @@ class Checkpoint:
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self._slice(name).get_shape())
 
+    def head(self) -> str:
+        """The output head these tensors were saved with."""
+        if "score.weight" not in self:
+            return "causal-lm"
+        return "token-classification" if "score.bias" in self else "sequence-classification"
+
     def _slice(self, name: str):
         if name not in self._file_of:
             raise CheckpointError(f"{self.model_dir}: tensor {name!r} is missing from the checkpoint")
         return self._open(self._file_of[name]).get_slice(name)
 
+    def check(self, spec: TensorSpec) -> None:
+        """Check a tensor's shape and dtype against `spec` from the file header alone."""
+        where = f"{self._file_of.get(spec.name, self.model_dir)}: tensor {spec.name!r}"
+        header = self._slice(spec.name)
+        shape = tuple(header.get_shape())
+        if shape != spec.shape:
+            raise CheckpointError(f"{where} has shape {list(shape)}, expected {list(spec.shape)}")
+        dtype = _HEADER_DTYPES.get(header.get_dtype())
+        if dtype not in spec.dtypes:
+            expected = ", ".join(str(d).removeprefix("torch.") for d in spec.dtypes)
+            raise CheckpointError(f"{where} is {header.get_dtype()}, expected one of {expected}")
+
     def read(self, spec: TensorSpec) -> torch.Tensor:
         """Read one tensor, checking it against `spec` before any data is copied."""
-        shape = self.shape(spec.name)
-        if shape != spec.shape:
-            raise CheckpointError(
-                f"{self._file_of[spec.name]}: tensor {spec.name!r} has shape {list(shape)}, "
-                f"expected {list(spec.shape)}"
-            )
+        self.check(spec)
         try:
-            tensor = self._open(self._file_of[spec.name]).get_tensor(spec.name)
+            return self._open(self._file_of[spec.name]).get_tensor(spec.name)
         except Exception as exc:
             raise CheckpointError(f"{self._file_of[spec.name]}: cannot read tensor {spec.name!r} ({exc})") from None
-        if tensor.dtype not in spec.dtypes:
-            raise CheckpointError(
-                f"{self._file_of[spec.name]}: tensor {spec.name!r} is {tensor.dtype}, "
-                f"expected one of {[str(d) for d in spec.dtypes]}"
-            )
-        return tensor
 
     def close(self) -> None:
         self._handles.clear()
@@ -164,4 +172,13 @@ def head_specs(config: GptOssConfig, head: str) -> dict[str, TensorSpec]:
         specs["score.weight"] = TensorSpec("score.weight", (c.num_labels, c.hidden_size))
         if head == "token-classification":
             specs["score.bias"] = TensorSpec("score.bias", (c.num_labels,))
+    return specs
+
+
+def all_specs(config: GptOssConfig, head: str) -> list[TensorSpec]:
+    """Every checkpoint tensor the model with `head` needs."""
+    specs = list(head_specs(config, head).values())
+    for layer in range(config.num_hidden_layers):
+        specs += layer_specs(config, layer).values()
+        specs += expert_specs(config, layer).values()
     return specs

@@ -121,14 +121,13 @@ def parse_config(raw: dict[str, Any], source: str = "config.json") -> GptOssConf
     num_layers = reader.positive_int("num_hidden_layers", 36)
     num_heads = reader.positive_int("num_attention_heads", 64)
     hidden = reader.positive_int("hidden_size", 2880)
-    head_dim = raw.get("head_dim")
-    head_dim = hidden // num_heads if head_dim is None else reader.positive_int("head_dim", 64)
-    num_kv_heads = raw.get("num_key_value_heads")
-    num_kv_heads = num_heads if num_kv_heads is None else reader.positive_int("num_key_value_heads", 8)
+    # Absent keys take Hugging Face's class defaults; an explicit null derives the value as HF does.
+    head_dim = hidden // num_heads if _is_null(raw, "head_dim") else reader.positive_int("head_dim", 64)
+    num_kv_heads = num_heads if _is_null(raw, "num_key_value_heads") else reader.positive_int("num_key_value_heads", 8)
     layer_types = raw.get("layer_types")
     if layer_types is None:
         layer_types = [SLIDING if i % 2 == 0 else FULL for i in range(num_layers)]
-    sliding_window = raw.get("sliding_window")
+    sliding_window = raw.get("sliding_window", 128)  # absent: HF's default; null: no sliding layers
     config = GptOssConfig(
         vocab_size=reader.positive_int("vocab_size", 201088),
         hidden_size=hidden,
@@ -175,9 +174,7 @@ def validate(config: GptOssConfig, source: str = "config") -> None:
     if c.head_dim % 2:
         fail(f"head_dim must be even for rotary embeddings, got {c.head_dim}")
     if c.num_experts_per_tok > c.num_local_experts:
-        fail(
-            f"num_experts_per_tok ({c.num_experts_per_tok}) exceeds num_local_experts ({c.num_local_experts})"
-        )
+        fail(f"num_experts_per_tok ({c.num_experts_per_tok}) exceeds num_local_experts ({c.num_local_experts})")
     if len(c.layer_types) != c.num_hidden_layers:
         fail(f"layer_types has {len(c.layer_types)} entries, expected num_hidden_layers={c.num_hidden_layers}")
     unknown = sorted({t for t in c.layer_types if t not in (SLIDING, FULL)})
@@ -275,6 +272,10 @@ def _parse_rope(raw: dict[str, Any], reader: _Reader) -> RopeConfig:
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{reader.source}: rope_parameters has a non-numeric value ({exc})") from None
+
+
+def _is_null(raw: dict[str, Any], key: str) -> bool:
+    return key in raw and raw[key] is None
 
 
 def _optional_float(value: Any) -> float | None:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import ops, rope
+from . import rope
 from .config import GptOssConfig
 
 
@@ -63,7 +63,11 @@ class Attention(nn.Module):
     def __init__(self, config: GptOssConfig, layer: int, dtype: torch.dtype, device) -> None:
         super().__init__()
         c = config
-        self.num_heads, self.num_kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            c.head_dim,
+        )
         self.sliding_window = c.window_of(layer)
         q_out, kv_out = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
         self.q_proj = Linear(c.hidden_size, q_out, c.attention_bias, dtype, device)

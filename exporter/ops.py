@@ -180,6 +180,17 @@ def moe(
 
 
 @moe.register_fake
-def _(hidden, expert_ids, expert_weights, gate_up_weight, gate_up_scales, gate_up_bias, down_weight,
-      down_scales, down_bias, swiglu_alpha, swiglu_limit):
+def _(
+    hidden,
+    expert_ids,
+    expert_weights,
+    gate_up_weight,
+    gate_up_scales,
+    gate_up_bias,
+    down_weight,
+    down_scales,
+    down_bias,
+    swiglu_alpha,
+    swiglu_limit,
+):
     return torch.empty_like(hidden)

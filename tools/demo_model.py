@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from gptoss.exporter import mxfp4
+from gptoss.exporter.checkpoint import INDEX_FILE, SINGLE_FILE, all_specs
+from gptoss.exporter.config import GptOssConfig, parse_config
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-from gptoss.exporter import mxfp4
-from gptoss.exporter.checkpoint import INDEX_FILE, SINGLE_FILE, expert_specs, head_specs, layer_specs
-from gptoss.exporter.config import GptOssConfig, parse_config
 
 HARMONY_SPECIAL_TOKENS = (
     "<|startoftext|>", "<|endoftext|>", "<|return|>", "<|constrain|>", "<|channel|>",
@@ -46,8 +45,12 @@ DEMO_CONFIG: dict[str, Any] = {
     "rms_norm_eps": 1e-5,
     "rope_theta": 150000.0,
     "rope_scaling": {
-        "rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
-        "truncate": False, "original_max_position_embeddings": 128,
+        "rope_type": "yarn",
+        "factor": 32.0,
+        "beta_fast": 32.0,
+        "beta_slow": 1.0,
+        "truncate": False,
+        "original_max_position_embeddings": 128,
     },  # fmt: skip
     "swiglu_limit": 7.0,
     "attention_bias": True,
@@ -68,8 +71,10 @@ Numbers such as 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 42 and 2880 appear in configur
 
 
 def demo_config(expert_format: str = "mxfp4", num_labels: int = 0, **overrides: Any) -> dict[str, Any]:
-    """The demo `config.json` content, with special-token ids from the demo tokenizer and any overrides."""
+    """The demo `config.json` content, with special-token ids from the demo tokenizer and `overrides`
+    (an override of None removes that key)."""
     config = json.loads(json.dumps(DEMO_CONFIG)) | overrides
+    config = {key: value for key, value in config.items() if value is not None}
     ids = {token: i for i, token in enumerate(HARMONY_SPECIAL_TOKENS)}
     config.setdefault("bos_token_id", ids["<|startoftext|>"])
     config.setdefault("pad_token_id", ids["<|endoftext|>"])
@@ -104,12 +109,8 @@ def random_weights(config: GptOssConfig, head: str = "causal-lm", seed: int = 0)
         jitter = torch.randint(-1, 2, spec_shape, generator=generator)
         return (scale + jitter).to(torch.uint8)
 
-    specs = list(head_specs(config, head).values())
-    for layer in range(config.num_hidden_layers):
-        specs += layer_specs(config, layer).values()
-        specs += expert_specs(config, layer).values()
     tensors = {}
-    for spec in specs:
+    for spec in all_specs(config, head):
         if spec.dtypes == (torch.uint8,):
             gate_up = "gate_up" in spec.name
             tensors[spec.name] = packed(spec.shape, h if gate_up else i, 3.0 if gate_up else 1.0)
@@ -173,7 +174,10 @@ def write_checkpoint(
                 part = {name: tensors[name] for name in names[shard::shards]}
                 save_file(part, str(staging / file), metadata=metadata)
                 weight_map |= dict.fromkeys(part, file)
-            index = {"metadata": {"total_size": sum(t.nbytes for t in tensors.values())}, "weight_map": weight_map}
+            index = {
+                "metadata": {"total_size": sum(t.nbytes for t in tensors.values())},
+                "weight_map": weight_map,
+            }
             (staging / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         train_tokenizer(config["vocab_size"]).save(str(staging / "tokenizer.json"))
         if out_dir.exists():

@@ -1,0 +1,27 @@
+# `make demo` and `make test` do all set-up on a fresh machine.
+VENV    := .venv
+PYTHON  := $(VENV)/bin/python
+CLI     := $(VENV)/bin/gptoss-export
+STAMP   := $(VENV)/.installed
+DEMO    := build/demo
+
+.PHONY: demo test lint clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PYTHON) -m gptoss.tools.demo_model --out $(DEMO)/checkpoint
+	$(CLI) inspect $(DEMO)/checkpoint
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,67 @@
+"""Shared fixtures: small GPT-OSS checkpoints written on demand, and their Hugging Face twins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from gptoss.tools.demo_model import write_demo_model
+
+# Configurations the model must match Hugging Face on (issue #2): each differs from the demo in
+# something that breaks a careless implementation.
+CONFIGS = {
+    # The demo itself: window 16 < sequence, 8 heads over 2 KV heads, top-4 of 8 experts.
+    "demo": {},
+    # Odd layer count, top-3, 6 query heads (not a multiple of 8) over 3 KV heads, YaRN factor 4 with a
+    # 64-token original context, window 8.
+    "odd": {
+        "num_hidden_layers": 3, "num_experts_per_tok": 3, "num_attention_heads": 6, "num_key_value_heads": 3,
+        "head_dim": 16, "hidden_size": 96, "intermediate_size": 64, "sliding_window": 8,
+        "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                         "truncate": False, "original_max_position_embeddings": 64},
+    },
+    # Newer `rope_parameters` form with rope_theta inside, explicit layer_types starting with a full
+    # layer, MHA-like 5 heads over 5 KV heads, top-2 of 16 experts, factor 8 with 256 original context.
+    "explicit": {
+        "num_hidden_layers": 3, "layer_types": ["full_attention", "sliding_attention", "sliding_attention"],
+        "num_attention_heads": 5, "num_key_value_heads": 5, "head_dim": 24, "hidden_size": 64,
+        "intermediate_size": 96, "num_local_experts": 16, "num_experts_per_tok": 2, "sliding_window": 12,
+        "rope_scaling": None,
+        "rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0, "beta_fast": 16.0,
+                            "beta_slow": 2.0, "truncate": False, "original_max_position_embeddings": 256},
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def checkpoint_factory(tmp_path_factory):
+    """`checkpoint_factory(name, expert_format, head, shards)` -> directory of a written checkpoint."""
+    cache: dict[tuple, Path] = {}
+
+    def make(name: str = "demo", expert_format: str = "bf16", head: str = "causal-lm", shards: int = 1) -> Path:
+        key = (name, expert_format, head, shards)
+        if key not in cache:
+            out = tmp_path_factory.mktemp("ckpt") / f"{name}-{expert_format}-{head}-{shards}"
+            cache[key] = write_demo_model(out, expert_format=expert_format, head=head, shards=shards, **CONFIGS[name])
+        return cache[key]
+
+    return make
+
+
+def load_hf(path: Path, head: str = "causal-lm"):
+    """The Hugging Face transformers model for `path`, float32, eval mode (the external oracle)."""
+    import transformers
+
+    cls = {
+        "causal-lm": transformers.GptOssForCausalLM,
+        "sequence-classification": transformers.GptOssForSequenceClassification,
+        "token-classification": transformers.GptOssForTokenClassification,
+    }[head]
+    transformers.logging.set_verbosity_error()
+    return cls.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def random_ids(batch: int, seq_len: int, vocab: int = 512, seed: int = 0, low: int = 9) -> torch.Tensor:
+    """Token ids that avoid the special tokens (ids below `low`), so no id is mistaken for padding."""
+    return torch.randint(low, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
