@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PYTHON) -m gptoss.tools.demo_model --out $(DEMO)/checkpoint
 	$(CLI) inspect $(DEMO)/checkpoint
+	$(PYTHON) -m gptoss.tools.torch_generate $(DEMO)/checkpoint "Hello world" --max-new-tokens 16
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import rope
+from . import ops, rope
 from .config import GptOssConfig
 
 
@@ -82,7 +82,7 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(batch, seq_len, self.num_kv_heads, self.head_dim)
         q = rope.apply_rotary(q, cos, sin).flatten(2)
         k = rope.apply_rotary(k, cos, sin).flatten(2)
-        out, kv_cache = torch.ops.gptoss.sink_attention(
+        out, kv_cache = ops.sink_attention(
             q, k, self.v_proj(x), self.sinks, kv_cache, past_len, new_len,
             self.num_heads, self.num_kv_heads, self.head_dim, self.sliding_window, self.head_dim**-0.5,
         )  # fmt: skip
@@ -111,7 +111,7 @@ class Experts(nn.Module):
         self.down_bias = _empty(e, h, dtype=torch.float32, device=device)
 
     def forward(self, x: torch.Tensor, expert_ids: torch.Tensor, expert_weights: torch.Tensor) -> torch.Tensor:
-        return torch.ops.gptoss.moe(
+        return ops.moe(
             x, expert_ids, expert_weights,
             self.gate_up_weight, self.gate_up_scales, self.gate_up_bias,
             self.down_weight, self.down_scales, self.down_bias,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from gptoss.tools.demo_model import write_demo_model
 
 # Configurations the model must match Hugging Face on (issue #2): each differs from the demo in

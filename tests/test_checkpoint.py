@@ -10,10 +10,11 @@ import sys
 import pytest
 import torch
 from conftest import random_ids
+from safetensors.torch import load_file, save_file
+
 from gptoss.exporter import load_model
 from gptoss.exporter.checkpoint import Checkpoint
 from gptoss.exporter.errors import GptOssError
-from safetensors.torch import load_file, save_file
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from gptoss.exporter.config import FULL, SLIDING, parse_config
 from gptoss.exporter.errors import ConfigError
 from gptoss.exporter.rope import yarn_inv_freq

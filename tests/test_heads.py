@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import load_hf, random_ids
+
 from gptoss.exporter import load_model
 
 # Same float32 argument as test_model_vs_hf: only operation order differs, observed ~1e-6.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from conftest import random_ids
+
 from gptoss.exporter import load_model
 from gptoss.exporter.ops import cache_slots
 

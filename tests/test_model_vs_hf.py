@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import CONFIGS, load_hf, random_ids
+
 from gptoss.exporter import load_config, load_model
 
 # Both models compute in float32 from the same bf16-stored weights; they differ only in the order of

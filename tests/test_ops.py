@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from gptoss.exporter import mxfp4
 from gptoss.exporter.ops import moe, sink_attention
 

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
 from gptoss.exporter import mxfp4
 from gptoss.exporter.checkpoint import INDEX_FILE, SINGLE_FILE, all_specs
 from gptoss.exporter.config import GptOssConfig, parse_config
-from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 HARMONY_SPECIAL_TOKENS = (
     "<|startoftext|>", "<|endoftext|>", "<|return|>", "<|constrain|>", "<|channel|>",
