@@ -21,9 +21,7 @@ app = typer.Typer(
 
 @app.callback()
 def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s")
 
 
 @app.command()
@@ -32,6 +30,48 @@ def inspect(path: Annotated[Path, typer.Argument(help="A checkpoint directory.")
     from .summary import describe
 
     typer.echo(describe(path))
+
+
+@app.command()
+def build(
+    model_dir: Annotated[
+        Path | None, typer.Argument(help="Checkpoint directory; omit it to build the bundled demo model.")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Engine directory to write.")] = Path("build/engine"),
+    target: Annotated[str, typer.Option(help="onnx, tensorrt or tensorrt-rtx.")] = "onnx",
+    head: Annotated[str, typer.Option(help="causal-lm, sequence-classification or token-classification.")] = (
+        "causal-lm"
+    ),
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16.")] = "fp32",
+    max_batch: Annotated[int, typer.Option(help="Largest batch the engine serves.")] = 8,
+    max_seq_len: Annotated[int, typer.Option(help="Longest sequence (prompt + generated) per row.")] = 4096,
+    all_positions: Annotated[bool, typer.Option(help="Output logits for every position (accuracy work).")] = False,
+    compute_capability: Annotated[
+        str | None, typer.Option(help="Build ahead of time for this GPU, e.g. sm89 (TensorRT targets).")
+    ] = None,
+) -> None:
+    """Export a checkpoint to an engine directory (model.onnx + data, manifest.json, tokenizer.json)."""
+    from .build import BuildOptions
+    from .build import build as run_build
+
+    _show_progress()
+    if model_dir is None:
+        from gptoss.tools.demo_model import write_demo_model
+
+        model_dir = write_demo_model(out.parent / f"{out.name}-checkpoint")
+        typer.echo(f"demo checkpoint  {model_dir}")
+    options = BuildOptions(target, head, precision, max_batch, max_seq_len, all_positions, compute_capability)
+    manifest = run_build(model_dir, out, options)
+    typer.echo(f"engine directory {manifest.engine_dir}")
+    for role, entry in manifest.files.items():
+        typer.echo(f"  {entry['name']:<20} {entry['size'] / 2**20:10.2f} MiB  sha256 {entry['sha256'][:16]}  ({role})")
+
+
+def _show_progress() -> None:
+    """Show build progress on stderr unless --verbose already shows everything."""
+    progress = logging.getLogger("gptoss.progress")
+    if progress.getEffectiveLevel() > logging.INFO:
+        progress.setLevel(logging.INFO)
 
 
 def main() -> None:

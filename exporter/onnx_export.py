@@ -18,8 +18,8 @@ from torch import nn
 
 from .config import GptOssConfig
 from .errors import GptOssError
-from .model import GptOssForCausalLM, GptOssForTokenClassification, GptOssWithHead
-from .onnx_functions import OPSET, ONNX_OPSET, DequantizeMXFP4, MoEExperts, MoEFloat, MoEMxfp4, SinkAttention
+from .model import GptOssForTokenClassification, GptOssWithHead
+from .onnx_functions import ONNX_OPSET, OPSET, DequantizeMXFP4, MoEExperts, MoEFloat, MoEMxfp4, SinkAttention
 from .onnx_schemas import PLUGIN_NAMESPACE, PLUGIN_VERSION, register_schemas
 
 log = logging.getLogger(__name__)
@@ -50,15 +50,15 @@ class StepGraph(nn.Module):
         return self.model.project(hidden), *kv_caches
 
 
-def output_name(model: GptOssWithHead) -> str:
-    return "logits" if isinstance(model, GptOssForCausalLM) else "scores"
+def output_name(head: str) -> str:
+    return "logits" if head == "causal-lm" else "scores"
 
 
-def graph_io(model: GptOssWithHead, all_positions: bool, dtype_name: str) -> GraphIO:
+def graph_io(config: GptOssConfig, head: str, all_positions: bool, dtype_name: str) -> GraphIO:
     """The I/O contract written into the manifest (dimension names: batch, seq_len, max_seq_len)."""
-    c: GptOssConfig = model.config
-    per_token = all_positions or isinstance(model, GptOssForTokenClassification)
-    width = c.vocab_size if isinstance(model, GptOssForCausalLM) else c.num_labels
+    c = config
+    per_token = all_positions or head == "token-classification"
+    width = c.vocab_size if head == "causal-lm" else c.num_labels
     out_shape = ["batch", "seq_len", width] if per_token else ["batch", width]
     caches = {
         f"kv_cache.{i}": {
@@ -73,7 +73,7 @@ def graph_io(model: GptOssWithHead, all_positions: bool, dtype_name: str) -> Gra
         "new_len": {"shape": ["batch"], "dtype": "int32"},
         **caches,
     }
-    outputs = {output_name(model): {"shape": out_shape, "dtype": "float32" if dtype_name == "float32" else dtype_name}}
+    outputs = {output_name(head): {"shape": out_shape, "dtype": dtype_name}}
     outputs |= {name.replace("kv_cache", "kv_cache_out"): spec for name, spec in caches.items()}
     return GraphIO(inputs, outputs)
 
@@ -128,6 +128,8 @@ def export_step_graph(model: GptOssWithHead, all_positions: bool = False) -> ir.
     b, s, m = torch.export.Dim("batch"), torch.export.Dim("seq_len"), torch.export.Dim("max_seq_len")
     cache_shapes = [{0: b} if c.window_of(i) else {0: b, 3: m} for i in range(c.num_hidden_layers)]
     dynamic_shapes = ({0: b, 1: s}, {0: b}, {0: b}, cache_shapes)
+    # torch's exporter logs a warning per missing optional library (torchvision): not ours to show.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -143,7 +145,7 @@ def export_step_graph(model: GptOssWithHead, all_positions: bool = False) -> ir.
     if program is None:
         raise GptOssError("torch.onnx.export returned no program")
     onnx_model = program.model
-    _name_io(onnx_model, output_name(model), c.num_hidden_layers)
+    _name_io(onnx_model, output_name(model.head), c.num_hidden_layers)
     for identifier in [i for i in onnx_model.functions if i[0] == OPSET.domain]:
         del onnx_model.functions[identifier]
     for function in _local_functions(c):

@@ -1,0 +1,100 @@
+"""`gptoss-export build`: checkpoint -> engine directory (model.onnx + data, manifest, tokenizer)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gptoss.runtime.manifest import CONTRACT_VERSION, TARGETS, Manifest, read_manifest
+
+from .config import HEADS, load_config
+from .engine_dir import staged_engine_dir, write_manifest
+from .errors import ConfigError
+from .loading import load_model
+from .onnx_export import export_step_graph, graph_io, save_onnx
+from .onnx_functions import DOMAIN, ONNX_OPSET, VERSION
+from .onnx_schemas import PLUGIN_NAMESPACE, PLUGIN_VERSION
+from .progress import stage
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What to build; mirrors the `gptoss-export build` options."""
+
+    target: str = "onnx"
+    head: str = "causal-lm"
+    precision: str = "fp32"
+    max_batch: int = 8
+    max_seq_len: int = 4096
+    all_positions: bool = False
+    compute_capability: str | None = None
+
+    def validate(self) -> None:
+        if self.target not in TARGETS:
+            raise ConfigError(f"--target {self.target!r} is not supported, expected one of {', '.join(TARGETS)}")
+        if self.head not in HEADS:
+            raise ConfigError(f"--head {self.head!r} is unknown, expected one of {', '.join(HEADS)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision {self.precision!r} is not supported, expected one of fp32, fp16, bf16")
+        if self.max_batch < 1 or self.max_seq_len < 1:
+            raise ConfigError(
+                f"--max-batch and --max-seq-len must be positive, got {self.max_batch}, {self.max_seq_len}"
+            )
+
+
+def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions = BuildOptions()) -> Manifest:
+    """Export `model_dir` into the engine directory `out_dir` and return its manifest."""
+    options.validate()
+    model_dir = Path(model_dir)
+    config = load_config(model_dir)
+    if options.max_seq_len > config.max_position_embeddings:
+        raise ConfigError(
+            f"--max-seq-len {options.max_seq_len} exceeds the model's max_position_embeddings "
+            f"{config.max_position_embeddings}"
+        )
+    dtype = PRECISIONS[options.precision]
+    with staged_engine_dir(out_dir) as staging:
+        with stage(f"loading {model_dir} ({config.num_hidden_layers} layers, {options.precision})"):
+            model = load_model(model_dir, head=options.head, dtype=dtype)
+        with stage("exporting the cache step to ONNX"):
+            onnx_model = export_step_graph(model, options.all_positions)
+        files = {"onnx": staging / "model.onnx", "onnx_data": staging / "model.onnx.data"}
+        with stage("writing model.onnx and its external weights"):
+            save_onnx(onnx_model, files["onnx"], files["onnx_data"].name)
+        del onnx_model, model
+        tokenizer = model_dir / "tokenizer.json"
+        if tokenizer.is_file():
+            files["tokenizer"] = Path(shutil.copyfile(tokenizer, staging / "tokenizer.json"))
+        io = graph_io(config, options.head, options.all_positions, DTYPE_NAMES[dtype])
+        manifest = Manifest(
+            engine_dir=Path(out_dir),
+            target=options.target,
+            head=options.head,
+            precision=options.precision,
+            config=config.to_dict(),
+            inputs=io.inputs,
+            outputs=io.outputs,
+            files={},
+            max_batch=options.max_batch,
+            max_seq_len=options.max_seq_len,
+            all_positions=options.all_positions,
+            tokenizer="tokenizer.json" if "tokenizer" in files else None,
+            chat_format="harmony",
+            ops={
+                "domain": DOMAIN,
+                "version": VERSION,
+                "onnx_opset": ONNX_OPSET,
+                "plugin_version": PLUGIN_VERSION,
+                "plugin_namespace": PLUGIN_NAMESPACE,
+            },  # fmt: skip
+            contract_version=CONTRACT_VERSION,
+        )
+        with stage("hashing files and writing manifest.json"):
+            write_manifest(staging, manifest, files)
+    return read_manifest(out_dir)
