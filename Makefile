@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PYTHON) -m gptoss.tools.demo_model --out $(DEMO)/checkpoint
-	$(CLI) inspect $(DEMO)/checkpoint
-	$(PYTHON) -m gptoss.tools.torch_generate $(DEMO)/checkpoint "Hello world" --max-new-tokens 16
+	$(CLI) build --out $(DEMO)/engine
+	$(CLI) inspect $(DEMO)/engine-checkpoint
+	$(CLI) inspect $(DEMO)/engine
+	$(PYTHON) -m gptoss.tools.torch_generate $(DEMO)/engine-checkpoint "Hello world" --max-new-tokens 16
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -25,11 +25,11 @@ def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show de
 
 
 @app.command()
-def inspect(path: Annotated[Path, typer.Argument(help="A checkpoint directory.")]) -> None:
-    """Print the config, layer types, parameter counts and expert format of a checkpoint."""
-    from .summary import describe
+def inspect(path: Annotated[Path, typer.Argument(help="A checkpoint or engine directory.")]) -> None:
+    """Print a checkpoint's config, layer types, parameter counts and expert format, or an engine's manifest."""
+    from .summary import describe, describe_engine
 
-    typer.echo(describe(path))
+    typer.echo(describe_engine(path) if (path / "manifest.json").is_file() else describe(path))
 
 
 @app.command()

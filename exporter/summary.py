@@ -64,3 +64,24 @@ def describe(model_dir: str | Path) -> str:
         lines.append(f"labels           {c.id2label}")
     checkpoint.close()
     return "\n".join(lines)
+
+
+def describe_engine(engine_dir: str | Path) -> str:
+    """A multi-line report of an engine directory's manifest, after checking its files' sizes."""
+    from gptoss.runtime.manifest import read_manifest
+
+    manifest = read_manifest(engine_dir)
+    manifest.verify_files(check_hashes=False)
+    lines = [
+        f"engine directory {Path(engine_dir).resolve()}",
+        f"target           {manifest.target} {manifest.target_info or ''}".rstrip(),
+        f"head / precision {manifest.head} / {manifest.precision}",
+        f"limits           max batch {manifest.max_batch}, max sequence {manifest.max_seq_len}",
+        f"ops              {manifest.ops}",
+        "inputs           " + ", ".join(f"{n}{v['shape']}" for n, v in list(manifest.inputs.items())[:4]) + ", ...",
+        "outputs          " + ", ".join(f"{n}{v['shape']}" for n, v in list(manifest.outputs.items())[:2]) + ", ...",
+    ]
+    lines += [
+        f"file             {e['name']} {e['size']:,} bytes sha256 {e['sha256'][:16]}" for e in manifest.files.values()
+    ]
+    return "\n".join(lines)
