@@ -34,6 +34,8 @@ class BuildOptions:
     max_seq_len: int = 4096
     all_positions: bool = False
     compute_capability: str | None = None
+    plugin_library: Path | None = None  # TensorRT targets; default: trt_build.default_plugin_library()
+    timing_cache: Path | None = None  # TensorRT targets; default: ~/.cache/gptoss-export/<target>.timing-cache
 
     def validate(self) -> None:
         if self.target not in TARGETS:
@@ -42,6 +44,8 @@ class BuildOptions:
             raise ConfigError(f"--head {self.head!r} is unknown, expected one of {', '.join(HEADS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision {self.precision!r} is not supported, expected one of fp32, fp16, bf16")
+        if self.compute_capability and self.target == "onnx":
+            raise ConfigError("--compute-capability applies to the tensorrt and tensorrt-rtx targets, not onnx")
         if self.max_batch < 1 or self.max_seq_len < 1:
             raise ConfigError(
                 f"--max-batch and --max-seq-len must be positive, got {self.max_batch}, {self.max_seq_len}"
@@ -59,6 +63,10 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions = Bu
             f"{config.max_position_embeddings}"
         )
     dtype = PRECISIONS[options.precision]
+    if options.target != "onnx":
+        from . import trt_build
+
+        trt_build.preflight(options.target, options.plugin_library or trt_build.default_plugin_library())
     with staged_engine_dir(out_dir) as staging:
         with stage(f"loading {model_dir} ({config.num_hidden_layers} layers, {options.precision})"):
             model = load_model(model_dir, head=options.head, dtype=dtype)
@@ -72,6 +80,9 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions = Bu
         if tokenizer.is_file():
             files["tokenizer"] = Path(shutil.copyfile(tokenizer, staging / "tokenizer.json"))
         io = graph_io(config, options.head, options.all_positions, DTYPE_NAMES[dtype])
+        target_info = {}
+        if options.target != "onnx":
+            target_info = _build_engine(staging, files, options, config, io.inputs)
         manifest = Manifest(
             engine_dir=Path(out_dir),
             target=options.target,
@@ -93,8 +104,33 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions = Bu
                 "plugin_version": PLUGIN_VERSION,
                 "plugin_namespace": PLUGIN_NAMESPACE,
             },  # fmt: skip
+            target_info=target_info,
             contract_version=CONTRACT_VERSION,
         )
         with stage("hashing files and writing manifest.json"):
             write_manifest(staging, manifest, files)
     return read_manifest(out_dir)
+
+
+def _build_engine(staging: Path, files: dict[str, Path], options: BuildOptions, config, inputs) -> dict:
+    """Build `engine.plan` next to the ONNX file and ship the plugin library with it."""
+    from . import trt_build
+
+    library = options.plugin_library or trt_build.default_plugin_library()
+    timing_cache = options.timing_cache or Path.home() / ".cache" / "gptoss-export" / f"{options.target}.timing-cache"
+    files["engine"] = staging / "engine.plan"
+    with stage(f"building the {options.target} engine"):
+        info = trt_build.build_engine(
+            files["onnx"],
+            files["engine"],
+            target=options.target,
+            config=config,
+            inputs=inputs,
+            max_batch=options.max_batch,
+            max_seq_len=options.max_seq_len,
+            plugin_library=library,
+            compute_capability=options.compute_capability,
+            timing_cache=timing_cache,
+        )
+    files["plugin_library"] = Path(shutil.copyfile(library, staging / trt_build.PLUGIN_LIBRARY_NAME))
+    return info | {"plugin_library_source": str(Path(library).resolve())}

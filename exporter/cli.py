@@ -49,6 +49,9 @@ def build(
     compute_capability: Annotated[
         str | None, typer.Option(help="Build ahead of time for this GPU, e.g. sm89 (TensorRT targets).")
     ] = None,
+    plugin_lib: Annotated[
+        Path | None, typer.Option(help="libgptoss_plugins.so (TensorRT targets; default: build/plugins/).")
+    ] = None,
 ) -> None:
     """Export a checkpoint to an engine directory (model.onnx + data, manifest.json, tokenizer.json)."""
     from .build import BuildOptions
@@ -60,7 +63,9 @@ def build(
 
         model_dir = write_demo_model(out.parent / f"{out.name}-checkpoint")
         typer.echo(f"demo checkpoint  {model_dir}")
-    options = BuildOptions(target, head, precision, max_batch, max_seq_len, all_positions, compute_capability)
+    options = BuildOptions(
+        target, head, precision, max_batch, max_seq_len, all_positions, compute_capability, plugin_lib
+    )
     manifest = run_build(model_dir, out, options)
     typer.echo(f"engine directory {manifest.engine_dir}")
     for role, entry in manifest.files.items():

@@ -1,0 +1,236 @@
+"""Build a TensorRT or TensorRT-RTX engine from an exported `model.onnx` with the gptoss plugins.
+
+One code path serves both targets; only the Python module differs (`tensorrt` for data-center
+TensorRT, `tensorrt_rtx` / `tensorrt_rtx_bindings` for TensorRT-RTX, which also builds ahead of time
+without a GPU through `--compute-capability`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import onnx
+
+from gptoss.runtime.errors import GptOssError
+from gptoss.runtime.tensorrt_modules import import_tensorrt
+
+from .config import GptOssConfig
+from .onnx_schemas import PLUGIN_NAMESPACE, PLUGIN_VERSION
+
+log = logging.getLogger(__name__)
+progress_log = logging.getLogger("gptoss.progress")
+
+PLUGIN_NAMES = ("SinkAttention", "MoE")
+PLUGIN_LIBRARY_NAME = "libgptoss_plugins.so"
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One optimization profile: min/opt/max of batch, new tokens per step and cache length."""
+
+    name: str
+    batch: tuple[int, int, int]
+    seq_len: tuple[int, int, int]
+    max_seq_len: tuple[int, int, int]
+
+
+def default_plugin_library() -> Path:
+    """`$GPTOSS_PLUGIN_LIB`, else the library `make plugins` builds in `build/plugins/`."""
+    return Path(os.environ.get("GPTOSS_PLUGIN_LIB", _REPO_ROOT / "build" / "plugins" / PLUGIN_LIBRARY_NAME))
+
+
+def profiles_for(max_batch: int, max_seq_len: int) -> list[Profile]:
+    """A prefill profile (many new tokens) and a decode profile (one new token per row)."""
+    cache = (1, max_seq_len, max_seq_len)
+    return [
+        Profile("prefill", (1, max(1, max_batch // 2), max_batch), (1, min(512, max_seq_len), max_seq_len), cache),
+        Profile("decode", (1, max_batch, max_batch), (1, 1, 1), cache),
+    ]
+
+
+def _shape(dims: list, sizes: dict[str, int]) -> tuple[int, ...]:
+    return tuple(sizes[d] if isinstance(d, str) else d for d in dims)
+
+
+class _Logger:
+    """Factory of a TensorRT ILogger that forwards to `logging` (TensorRT's own logger prints to stdout)."""
+
+    @staticmethod
+    def create(trt: ModuleType) -> Any:
+        levels = {
+            trt.ILogger.Severity.INTERNAL_ERROR: logging.ERROR,
+            trt.ILogger.Severity.ERROR: logging.ERROR,
+            trt.ILogger.Severity.WARNING: logging.WARNING,
+            trt.ILogger.Severity.INFO: logging.DEBUG,
+            trt.ILogger.Severity.VERBOSE: logging.DEBUG,
+        }
+
+        class Logger(trt.ILogger):
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)
+
+            def log(self, severity, msg) -> None:
+                log.log(levels.get(severity, logging.INFO), "TensorRT: %s", msg)
+
+        return Logger()
+
+
+def _progress_monitor(trt: ModuleType) -> Any:
+    """A TensorRT progress monitor that reports top-level build phases through `gptoss.progress`."""
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.steps: dict[str, int] = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps) -> None:
+            self.steps[phase_name] = num_steps
+            if parent_phase is None:
+                progress_log.info("  TensorRT: %s (%d steps)", phase_name, num_steps)
+
+        def step_complete(self, phase_name, step) -> bool:
+            return True  # never cancel
+
+        def phase_finish(self, phase_name) -> None:
+            self.steps.pop(phase_name, None)
+
+    return Monitor()
+
+
+def ensure_parser_finds_library(trt: ModuleType) -> None:
+    """TensorRT-RTX's ONNX parser dlopens the unversioned `libtensorrt_rtx.so`, which the PyPI wheel lacks
+    (it ships `.so.1`): without it the process aborts at the first plugin node. Add the symlink beside the
+    parser, whose RPATH is `$ORIGIN`."""
+    try:
+        import tensorrt_rtx_libs
+    except ImportError:
+        return  # a full TensorRT-RTX install ships the unversioned name itself
+    libs = Path(tensorrt_rtx_libs.__file__).parent
+    link, target = libs / "libtensorrt_rtx.so", libs / "libtensorrt_rtx.so.1"
+    if link.exists() or not target.exists():
+        return
+    try:
+        link.symlink_to(target.name)
+    except OSError as exc:
+        raise GptOssError(
+            f"{link}: missing, and it cannot be created ({exc.strerror}); the TensorRT-RTX ONNX parser needs it "
+            f"(create it as a symlink to {target.name})"
+        ) from None
+
+
+def preflight(target: str, library: Path) -> None:
+    """Fail before any export work when the TensorRT module or the plugin library is missing."""
+    import_tensorrt(target)
+    if not library.is_file():
+        raise GptOssError(
+            f"{library}: plugin library not found (run `make plugins` with TENSORRT_ROOT set, or pass --plugin-lib)"
+        )
+
+
+def load_plugins(trt: ModuleType, builder: Any, library: Path) -> None:
+    """Load the plugin library through the builder's registry and check both plugins are there."""
+    registry = builder.get_plugin_registry()
+    if registry.load_library(str(library)) is None:
+        raise GptOssError(f"{library}: TensorRT could not load it as a plugin library (see the log with -v)")
+    for name in PLUGIN_NAMES:
+        if registry.get_creator(name, PLUGIN_VERSION, PLUGIN_NAMESPACE) is None:
+            raise GptOssError(
+                f"{library}: no plugin {name!r} version {PLUGIN_VERSION!r} (the ONNX file needs that version; "
+                "rebuild the plugins from this checkout)"
+            )
+
+
+def _plugin_only_model(onnx_path: Path) -> bytes:
+    """The ONNX graph without its model-local `gptoss` functions, so the parser takes the plugins."""
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    kept = [f for f in model.functions if f.domain != "gptoss"]
+    del model.functions[:]
+    model.functions.extend(kept)
+    return model.SerializeToString()
+
+
+def build_engine(
+    onnx_path: Path,
+    plan_path: Path,
+    *,
+    target: str,
+    config: GptOssConfig,
+    inputs: dict[str, dict],
+    max_batch: int,
+    max_seq_len: int,
+    plugin_library: Path,
+    compute_capability: str | None,
+    timing_cache: Path | None,
+) -> dict[str, Any]:
+    """Parse `onnx_path`, build a serialized engine into `plan_path`; returns the manifest's target info."""
+    trt = import_tensorrt(target)
+    if target == "tensorrt-rtx":
+        ensure_parser_finds_library(trt)
+    logger = _Logger.create(trt)
+    builder = trt.Builder(logger)
+    load_plugins(trt, builder, plugin_library)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(_plugin_only_model(onnx_path), str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise GptOssError(f"{onnx_path}: TensorRT could not parse it: {errors}")
+
+    builder_config = builder.create_builder_config()
+    builder_config.progress_monitor = _progress_monitor(trt)
+    profiles = profiles_for(max_batch, max_seq_len)
+    for profile in profiles:
+        optimization_profile = builder.create_optimization_profile()
+        for name, spec in inputs.items():
+            shapes = [
+                _shape(spec["shape"], {"batch": b, "seq_len": s, "max_seq_len": m})
+                for b, s, m in zip(profile.batch, profile.seq_len, profile.max_seq_len, strict=True)
+            ]
+            optimization_profile.set_shape(name, *shapes)
+        builder_config.add_optimization_profile(optimization_profile)
+    if compute_capability:
+        _set_compute_capability(trt, builder_config, compute_capability)
+    cache = _timing_cache(builder_config, timing_cache)
+
+    serialized = builder.build_serialized_network(network, builder_config)
+    if serialized is None:
+        raise GptOssError(f"{onnx_path}: TensorRT failed to build the engine (run with -v for its log)")
+    plan_path.write_bytes(bytes(serialized))
+    if timing_cache is not None and cache is not None:
+        timing_cache.parent.mkdir(parents=True, exist_ok=True)
+        timing_cache.write_bytes(bytes(cache.serialize()))
+    return {
+        "module": trt.__name__,
+        "version": trt.__version__,
+        "compute_capability": compute_capability,
+        "strongly_typed": True,
+        "profiles": [profile.__dict__ for profile in profiles],
+        "plugin_version": PLUGIN_VERSION,
+        "num_layers": network.num_layers,
+    }
+
+
+def _set_compute_capability(trt: ModuleType, builder_config: Any, value: str) -> None:
+    if not hasattr(trt, "ComputeCapability"):
+        raise GptOssError(f"--compute-capability {value}: {trt.__name__} builds only for the GPU it runs on")
+    members = trt.ComputeCapability.__members__
+    key = value.upper()
+    if not key.startswith("SM") or key not in members or key in ("NONE", "CURRENT"):
+        offered = ", ".join(k.lower() for k in members if k.startswith("SM"))
+        raise GptOssError(f"--compute-capability {value!r} is not offered by {trt.__name__}; choose one of {offered}")
+    builder_config.num_compute_capabilities = 1
+    builder_config.set_compute_capability(members[key], 0)
+
+
+def _timing_cache(builder_config: Any, path: Path | None) -> Any:
+    """Attach a timing cache, seeded from `path` when it exists (TensorRT-RTX may not time at all)."""
+    data = path.read_bytes() if path is not None and path.is_file() else b""
+    cache = builder_config.create_timing_cache(data)
+    if cache is not None:
+        builder_config.set_timing_cache(cache, ignore_mismatch=True)
+    return cache
