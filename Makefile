@@ -4,13 +4,17 @@ PYTHON  := $(VENV)/bin/python
 CLI     := $(VENV)/bin/gptoss-export
 STAMP   := $(VENV)/.installed
 DEMO    := build/demo
+PLUGINS := build/plugins
+# TensorRT headers for the plugin glue (never committed): `make plugins` builds libgptoss_plugins.so only
+# when $(TENSORRT_ROOT)/include/NvInferRuntime.h exists; the kernels and C++ tests build regardless.
+TENSORRT_ROOT ?= /opt/tensorrt-oss
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint plugins clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[test]'
+	$(PYTHON) -m pip install --quiet -e '.[test,rtx]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -19,10 +23,15 @@ demo: $(STAMP)
 	$(CLI) inspect $(DEMO)/engine
 	$(PYTHON) -m gptoss.tools.torch_generate $(DEMO)/engine-checkpoint "Hello world" --max-new-tokens 16
 
+plugins:
+	cmake -S plugins -B $(PLUGINS) -DTENSORRT_ROOT=$(TENSORRT_ROOT) --log-level=NOTICE
+	cmake --build $(PLUGINS) -j2
+	ctest --test-dir $(PLUGINS) --output-on-failure
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint
+test: lint plugins
 	$(VENV)/bin/pytest
 
 clean:

@@ -212,6 +212,9 @@ def build_engine(
         "profiles": [profile.__dict__ for profile in profiles],
         "plugin_version": PLUGIN_VERSION,
         "num_layers": network.num_layers,
+        "plugin_layers": sum(
+            1 for i in range(network.num_layers) if network.get_layer(i).type == trt.LayerType.PLUGIN_V3
+        ),
     }
 
 
