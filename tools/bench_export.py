@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gptoss.tools.demo_model import DEMO_CONFIG, write_demo_model
+
 GPT_OSS_20B_LAYER = {
     "vocab_size": 201088,
     "hidden_size": 2880,
@@ -28,14 +30,7 @@ GPT_OSS_20B_LAYER = {
     "num_experts_per_tok": 4,
     "sliding_window": 128,
     "max_position_embeddings": 131072,
-    "rope_scaling": {
-        "rope_type": "yarn",
-        "factor": 32.0,
-        "beta_fast": 32.0,
-        "beta_slow": 1.0,
-        "truncate": False,
-        "original_max_position_embeddings": 4096,
-    },
+    "rope_scaling": {**DEMO_CONFIG["rope_scaling"], "original_max_position_embeddings": 4096},
     "pad_token_id": 199999,
     "eos_token_id": 200002,
     "bos_token_id": 199998,
@@ -47,8 +42,6 @@ def _size(path: Path) -> int:
 
 
 def _write_checkpoint(path: Path, layers: int) -> None:
-    from gptoss.tools.demo_model import write_demo_model
-
     write_demo_model(path, expert_format="mxfp4", num_hidden_layers=layers, **GPT_OSS_20B_LAYER)
 
 
