@@ -8,7 +8,14 @@ from pathlib import Path
 
 import torch
 
-from gptoss.runtime.manifest import CONTRACT_VERSION, TARGETS, Manifest, read_manifest
+from gptoss.runtime.manifest import (
+    CONTRACT_VERSION,
+    PLUGIN_NAMESPACE,
+    PLUGIN_VERSION,
+    TARGETS,
+    Manifest,
+    read_manifest,
+)
 
 from .config import HEADS, load_config
 from .engine_dir import staged_engine_dir, write_manifest
@@ -16,7 +23,6 @@ from .errors import ConfigError
 from .loading import load_model
 from .onnx_export import export_step_graph, graph_io, save_onnx
 from .onnx_functions import DOMAIN, ONNX_OPSET, VERSION
-from .onnx_schemas import PLUGIN_NAMESPACE, PLUGIN_VERSION
 from .progress import stage
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -105,6 +111,7 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions = Bu
                 "plugin_namespace": PLUGIN_NAMESPACE,
             },  # fmt: skip
             target_info=target_info,
+            source_checkpoint=str(model_dir.resolve()),
             contract_version=CONTRACT_VERSION,
         )
         with stage("hashing files and writing manifest.json"):

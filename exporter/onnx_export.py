@@ -16,11 +16,13 @@ import onnx_ir as ir
 import torch
 from torch import nn
 
+from gptoss.runtime.manifest import PLUGIN_NAMESPACE, PLUGIN_VERSION
+
 from .config import GptOssConfig
 from .errors import GptOssError
 from .model import GptOssForTokenClassification, GptOssWithHead
 from .onnx_functions import ONNX_OPSET, OPSET, DequantizeMXFP4, MoEExperts, MoEFloat, MoEMxfp4, SinkAttention
-from .onnx_schemas import PLUGIN_NAMESPACE, PLUGIN_VERSION, register_schemas
+from .onnx_schemas import register_schemas
 
 log = logging.getLogger(__name__)
 

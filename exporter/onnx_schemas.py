@@ -8,8 +8,6 @@ from onnx.defs import OpSchema
 
 from .onnx_functions import DOMAIN, VERSION
 
-PLUGIN_VERSION = "1"
-PLUGIN_NAMESPACE = ""
 _FLOATS = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"]
 _INT, _FLOAT, _STRING = OpSchema.AttrType.INT, OpSchema.AttrType.FLOAT, OpSchema.AttrType.STRING
 

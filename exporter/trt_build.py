@@ -17,10 +17,10 @@ from typing import Any
 import onnx
 
 from gptoss.runtime.errors import GptOssError
+from gptoss.runtime.manifest import PLUGIN_NAMESPACE, PLUGIN_VERSION
 from gptoss.runtime.tensorrt_modules import import_tensorrt
 
 from .config import GptOssConfig
-from .onnx_schemas import PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 log = logging.getLogger(__name__)
 progress_log = logging.getLogger("gptoss.progress")

@@ -15,6 +15,8 @@ from .errors import GptOssError
 
 MANIFEST = "manifest.json"
 CONTRACT_VERSION = 1
+PLUGIN_VERSION = "1"  # version of the gptoss ops and TensorRT plugins this code speaks
+PLUGIN_NAMESPACE = ""
 TARGETS = ("onnx", "tensorrt", "tensorrt-rtx")
 
 
@@ -50,6 +52,7 @@ class Manifest:
     chat_format: str | None = None
     ops: dict[str, Any] = field(default_factory=dict)
     target_info: dict[str, Any] = field(default_factory=dict)
+    source_checkpoint: str | None = None
     contract_version: int = CONTRACT_VERSION
 
     def to_json(self) -> dict[str, Any]:

@@ -1,21 +1,22 @@
-"""ONNX Runtime backend: runs `model.onnx` of an engine directory (the gptoss ops run as ONNX functions)."""
+"""ONNX Runtime backend: runs `model.onnx` (the gptoss ops run as its ONNX functions) on CPU or the CUDA EP.
+
+Caches live in ONNX Runtime `OrtValue`s bound through I/O binding: each step reads one set and writes the
+other, then the two swap, so no cache passes through Python.
+"""
 
 from __future__ import annotations
-
-import logging
 
 import numpy as np
 
 from ..errors import GptOssError
 from ..manifest import Manifest
+from . import cache_shapes
 
-log = logging.getLogger(__name__)
-
-_NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int32": np.int32}
+_NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
 class OnnxRuntimeBackend:
-    """Holds an `onnxruntime.InferenceSession` and runs steps with caches kept as numpy arrays."""
+    """`Backend` over an `onnxruntime.InferenceSession`."""
 
     name = "onnxruntime"
 
@@ -23,37 +24,40 @@ class OnnxRuntimeBackend:
         import onnxruntime
 
         self.manifest = manifest
-        cache_dtype = manifest.inputs["kv_cache.0"]["dtype"]
-        if cache_dtype not in _NUMPY_DTYPES:
-            raise GptOssError(f"{manifest.engine_dir}: ONNX Runtime backend cannot hold {cache_dtype} caches")
-        self.cache_dtype = _NUMPY_DTYPES[cache_dtype]
+        dtype = manifest.inputs["kv_cache.0"]["dtype"]
+        if dtype not in _NUMPY_DTYPES:
+            raise GptOssError(
+                f"{manifest.engine_dir}: the ONNX Runtime backend cannot run {dtype} graphs (build with "
+                "--precision fp32 or fp16)"
+            )
+        self._dtype = _NUMPY_DTYPES[dtype]
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
+        self._ort = onnxruntime
         self.session = onnxruntime.InferenceSession(
             str(manifest.path("onnx")), options, providers=providers or ["CPUExecutionProvider"]
         )
-        self.output_names = list(manifest.outputs)
-        self.num_layers = sum(1 for name in manifest.inputs if name.startswith("kv_cache."))
+        self._device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self._output = next(iter(manifest.outputs))
+        self._reading: list = []
+        self._writing: list = []
 
-    def allocate_caches(self, batch: int, max_seq_len: int | None = None) -> list[np.ndarray]:
-        """Zeroed caches with the manifest's shapes: window slots for sliding layers, `max_seq_len` for full."""
-        max_seq_len = max_seq_len or self.manifest.max_seq_len
-        sizes = {"batch": batch, "max_seq_len": max_seq_len}
-        caches = []
-        for i in range(self.num_layers):
-            shape = [sizes.get(d, d) for d in self.manifest.inputs[f"kv_cache.{i}"]["shape"]]
-            caches.append(np.zeros(shape, dtype=self.cache_dtype))
-        return caches
+    def allocate(self, batch: int, max_seq_len: int) -> None:
+        def zeros(shape):
+            return self._ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, self._dtype), self._device, 0)
 
-    def step(
-        self, input_ids: np.ndarray, past_len: np.ndarray, new_len: np.ndarray, caches: list[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Run `input_ids [B,S]` after `past_len` cached tokens; returns the head output and new caches."""
-        feeds = {
-            "input_ids": np.ascontiguousarray(input_ids, dtype=np.int32),
-            "past_len": np.ascontiguousarray(past_len, dtype=np.int32),
-            "new_len": np.ascontiguousarray(new_len, dtype=np.int32),
-        }
-        feeds |= {f"kv_cache.{i}": cache for i, cache in enumerate(caches)}
-        outputs = self.session.run(self.output_names, feeds)
-        return outputs[0], outputs[1:]
+        shapes = cache_shapes(self.manifest, batch, max_seq_len)
+        self._reading = [zeros(shape) for shape in shapes]
+        self._writing = [zeros(shape) for shape in shapes]
+
+    def step(self, input_ids: np.ndarray, past_len: np.ndarray, new_len: np.ndarray) -> np.ndarray:
+        binding = self.session.io_binding()
+        binding.bind_output(self._output, "cpu")  # first, so it is get_outputs()[0]
+        for name, array in (("input_ids", input_ids), ("past_len", past_len), ("new_len", new_len)):
+            binding.bind_cpu_input(name, np.ascontiguousarray(array, dtype=np.int32))
+        for i, (source, target) in enumerate(zip(self._reading, self._writing, strict=True)):
+            binding.bind_ortvalue_input(f"kv_cache.{i}", source)
+            binding.bind_ortvalue_output(f"kv_cache_out.{i}", target)
+        self.session.run_with_iobinding(binding)
+        self._reading, self._writing = self._writing, self._reading
+        return binding.get_outputs()[0].numpy().astype(np.float32, copy=False)

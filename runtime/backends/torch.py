@@ -1,0 +1,83 @@
+"""PyTorch backend: the project's own model (gptoss.exporter), run through the same cache-step contract.
+
+It takes an engine directory (and loads the checkpoint the engine was built from) or a checkpoint
+directory directly. It imports torch and the exporter, which the other backends never do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GptOssError
+from ..manifest import Manifest
+
+_PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def checkpoint_manifest(checkpoint_dir: str | Path, head: str = "causal-lm", max_seq_len: int = 4096) -> Manifest:
+    """An in-memory manifest describing a checkpoint run by the PyTorch backend (no files are written)."""
+    from gptoss.exporter.config import load_config
+    from gptoss.exporter.onnx_export import graph_io
+
+    checkpoint_dir = Path(checkpoint_dir)
+    config = load_config(checkpoint_dir)
+    io = graph_io(config, head, False, "float32")
+    tokenizer = checkpoint_dir / "tokenizer.json"
+    return Manifest(
+        engine_dir=checkpoint_dir,
+        target="onnx",
+        head=head,
+        precision="fp32",
+        config=config.to_dict(),
+        inputs=io.inputs,
+        outputs=io.outputs,
+        files={"tokenizer": {"name": "tokenizer.json"}} if tokenizer.is_file() else {},
+        max_batch=8,
+        max_seq_len=min(max_seq_len, config.max_position_embeddings),
+        tokenizer="tokenizer.json" if tokenizer.is_file() else None,
+        chat_format="harmony",
+        source_checkpoint=str(checkpoint_dir.resolve()),
+    )
+
+
+class TorchBackend:
+    """`Backend` over `gptoss.exporter.load_model`, on CPU (or CUDA when asked)."""
+
+    name = "torch"
+
+    def __init__(self, manifest: Manifest, device: str = "cpu") -> None:
+        import torch
+
+        from gptoss.exporter import load_model
+
+        if not manifest.source_checkpoint or not Path(manifest.source_checkpoint, "config.json").is_file():
+            raise GptOssError(
+                f"{manifest.engine_dir}: the torch backend needs the source checkpoint, "
+                f"{manifest.source_checkpoint!r} is not one"
+            )
+        self.manifest = manifest
+        self._torch = torch
+        dtype = getattr(torch, _PRECISIONS[manifest.precision])
+        self.model = load_model(manifest.source_checkpoint, head=manifest.head, dtype=dtype, device=device)
+        self._device = device
+        self._per_token = manifest.all_positions or manifest.head == "token-classification"
+        self._caches: list = []
+
+    def allocate(self, batch: int, max_seq_len: int) -> None:
+        self._caches = self.model.model.allocate_kv_caches(batch, max_seq_len)
+
+    def step(self, input_ids: np.ndarray, past_len: np.ndarray, new_len: np.ndarray) -> np.ndarray:
+        torch = self._torch
+
+        def tensor(array: np.ndarray, dtype):
+            return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=self._device)
+
+        ids, past, new = tensor(input_ids, torch.int64), tensor(past_len, torch.int32), tensor(new_len, torch.int32)
+        with torch.no_grad():
+            outputs, self._caches = self.model.step(ids, past, new, self._caches)
+        if not self._per_token:
+            last = (new.long() - 1).clamp(min=0)
+            outputs = outputs[torch.arange(outputs.shape[0], device=outputs.device), last]
+        return outputs.float().cpu().numpy()

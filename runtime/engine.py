@@ -1,0 +1,162 @@
+"""`Engine`: an engine directory (or, for the torch backend, a checkpoint) ready for generate and classify."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .backends import Backend, open_backend
+from .errors import GptOssError
+from .generation import GenerationResult, Increment, StopCriteria, collect, stream_generation
+from .kv_cache import KVCache
+from .manifest import MANIFEST, PLUGIN_VERSION, Manifest, read_manifest
+from .sampling import SamplingParams
+from .tokenizer import DEFAULT_STOP_TOKENS, Tokenizer
+
+Prompt = str | Sequence[int]
+
+
+@dataclass
+class Classification:
+    """Scores of one input: `[num_labels]` for sequence heads, `[tokens, num_labels]` for token heads."""
+
+    token_ids: list[int]
+    scores: np.ndarray
+    labels: list[str] | str
+
+
+class Engine:
+    """Runs generation or classification through one backend."""
+
+    def __init__(self, manifest: Manifest, backend: Backend, tokenizer: Tokenizer | None) -> None:
+        self.manifest = manifest
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.config = manifest.config
+        self._cache: KVCache | None = None
+
+    @classmethod
+    def load(cls, engine_dir: str | Path, backend: str | None = None, *, verify_checksums: bool = True) -> Engine:
+        """Validate the manifest (contract, plugin version, file sizes and checksums), then open the backend.
+
+        With `backend="torch"`, `engine_dir` may also be a checkpoint directory.
+        """
+        engine_dir = Path(engine_dir)
+        if backend == "torch" and not (engine_dir / MANIFEST).is_file() and (engine_dir / "config.json").is_file():
+            from .backends.torch import checkpoint_manifest
+
+            manifest = checkpoint_manifest(engine_dir)
+        else:
+            manifest = read_manifest(engine_dir)
+            if manifest.ops.get("plugin_version") != PLUGIN_VERSION:
+                raise GptOssError(
+                    f"{engine_dir / MANIFEST}: engine built for plugin version {manifest.ops.get('plugin_version')!r}, "
+                    f"this runtime speaks {PLUGIN_VERSION!r} (rebuild the engine)"
+                )
+            manifest.verify_files(check_hashes=verify_checksums)
+        tokenizer = Tokenizer(manifest.engine_dir / manifest.tokenizer) if manifest.tokenizer else None
+        return cls(manifest, open_backend(manifest, backend), tokenizer)
+
+    # ------------------------------------------------------------------ inputs
+
+    def encode(self, prompt: Prompt, index: int = 0) -> list[int]:
+        """Token ids of a prompt given as text or ids, validated against the vocabulary and engine limits."""
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise GptOssError(f"{self.manifest.engine_dir}: no tokenizer.json, pass token ids instead of text")
+            ids = self.tokenizer.encode(prompt)
+        else:
+            ids = [int(t) for t in prompt]
+        vocab = self.config["vocab_size"]
+        if not ids:
+            raise GptOssError(f"prompt {index} is empty")
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise GptOssError(f"prompt {index}: token id {bad[0]} is outside the vocabulary (size {vocab})")
+        if len(ids) >= self.manifest.max_seq_len:
+            raise GptOssError(
+                f"prompt {index} has {len(ids)} tokens; this engine's maximum sequence is {self.manifest.max_seq_len} "
+                "(prompt and generated tokens together)"
+            )
+        return ids
+
+    def default_stop_ids(self) -> frozenset[int]:
+        ids = set(self.config["eos_token_ids"])
+        if self.tokenizer is not None:
+            ids |= {i for i in map(self.tokenizer.token_id, DEFAULT_STOP_TOKENS) if i is not None}
+        return frozenset(ids)
+
+    def _kv_cache(self, batch: int) -> KVCache:
+        batch = min(batch, self.manifest.max_batch)
+        if self._cache is None or self._cache.batch != batch:
+            self._cache = KVCache(self.backend, batch, self.manifest.max_seq_len)
+        return self._cache
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids) if self.tokenizer is not None else ""
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        max_new_tokens: int = 64,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str | int] | None = None,
+        stream: bool = False,
+    ) -> list[GenerationResult] | Iterator[Increment]:
+        """Continue each prompt (text or token ids). `stop`: strings and/or token ids; None means the
+        GPT-OSS end tokens, [] means none. Returns one result per prompt, or an iterator of increments."""
+        if self.manifest.head != "causal-lm":
+            raise GptOssError(f"{self.manifest.engine_dir}: a {self.manifest.head} engine cannot generate")
+        if max_new_tokens < 1:
+            raise GptOssError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        single = isinstance(prompts, str) or (bool(prompts) and isinstance(prompts[0], int))
+        prompt_list = [prompts] if single else list(prompts)
+        if not prompt_list:
+            raise GptOssError("no prompts given")
+        encoded = [self.encode(p, i) for i, p in enumerate(prompt_list)]
+        params = SamplingParams(do_sample, temperature, top_k, top_p, seed)
+        params.validate()
+        criteria = self._stop_criteria(stop)
+        increments = stream_generation(
+            self._kv_cache(len(encoded)), encoded, max_new_tokens, params, criteria, self._decode
+        )
+        return increments if stream else collect(increments, encoded)
+
+    def _stop_criteria(self, stop: Sequence[str | int] | None) -> StopCriteria:
+        if stop is None:
+            return StopCriteria(self.default_stop_ids())
+        ids = frozenset(s for s in stop if isinstance(s, int))
+        strings = tuple(s for s in stop if isinstance(s, str) and s)
+        return StopCriteria(ids, strings)
+
+    # ------------------------------------------------------------------ classification
+
+    def classify(self, inputs: Prompt | Sequence[Prompt]) -> list[Classification]:
+        """Class scores for each text or id list (sequence head: pooled at the last token; token head: per token)."""
+        if self.manifest.head not in ("sequence-classification", "token-classification"):
+            raise GptOssError(f"{self.manifest.engine_dir}: a {self.manifest.head} engine cannot classify")
+        single = isinstance(inputs, str) or (bool(inputs) and isinstance(inputs[0], int))
+        encoded = [self.encode(p, i) for i, p in enumerate([inputs] if single else list(inputs))]
+        names = self.config["id2label"]
+        results = []
+        for start in range(0, len(encoded), self.manifest.max_batch):
+            chunk = encoded[start : start + self.manifest.max_batch]
+            cache = self._kv_cache(len(chunk))
+            rows = [cache.acquire() for _ in chunk]
+            scores = cache.step(dict(zip(rows, chunk, strict=True)))
+            for row, ids in zip(rows, chunk, strict=True):
+                cache.release(row)
+                row_scores = scores[row, : len(ids)] if scores.ndim == 3 else scores[row]
+                best = row_scores.argmax(-1)
+                labels = names[str(best)] if best.ndim == 0 else [names[str(b)] for b in best]
+                results.append(Classification(ids, row_scores, labels))
+        return results
