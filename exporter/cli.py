@@ -72,6 +72,71 @@ def build(
         typer.echo(f"  {entry['name']:<20} {entry['size'] / 2**20:10.2f} MiB  sha256 {entry['sha256'][:16]}  ({role})")
 
 
+@app.command()
+def generate(
+    engine_dir: Annotated[Path, typer.Argument(help="Engine directory (or a checkpoint with --backend torch).")],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt text; repeat for a batch.")],
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per prompt.")] = 64,
+    sample: Annotated[bool, typer.Option("--sample/--greedy", help="Sample instead of greedy decoding.")] = False,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="Sample among the k most likely tokens (0: all).")] = 0,
+    top_p: Annotated[float, typer.Option(help="Sample within this probability mass.")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop string; repeat for several.")] = None,
+    stream: Annotated[bool, typer.Option(help="Print tokens as they come (one prompt).")] = False,
+    chat: Annotated[
+        bool, typer.Option(help="Wrap the prompt as a harmony user turn; print the final channel.")
+    ] = False,
+    system: Annotated[str | None, typer.Option(help="With --chat: developer instructions.")] = None,
+    reasoning: Annotated[str, typer.Option(help="With --chat: low, medium or high.")] = "medium",
+    backend: Annotated[str | None, typer.Option(help="tensorrt, tensorrt-rtx, onnxruntime or torch.")] = None,
+) -> None:
+    """Generate continuations (or chat replies) with an engine."""
+    from gptoss.runtime import Engine
+
+    engine = Engine.load(engine_dir, backend)
+    options = dict(
+        max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
+    )
+    if chat:
+        from gptoss.runtime.chat import REPLY_STOP_TOKENS, Message, encode_conversation, parse_reply
+
+        if engine.tokenizer is None:
+            raise GptOssError(f"{engine_dir}: --chat needs the engine's tokenizer.json")
+        stop_ids = [engine.tokenizer.special_id(t) for t in REPLY_STOP_TOKENS]
+        for text in prompt:
+            messages = ([Message("developer", system)] if system else []) + [Message("user", text)]
+            ids = encode_conversation(engine.tokenizer, messages, reasoning_effort=reasoning)
+            result = engine.generate(ids, stop=stop_ids, **options)[0]
+            reply = parse_reply(result.text)
+            if reply.analysis:
+                typer.echo(f"[analysis] {reply.analysis}")
+            typer.echo(f"[final] {reply.final}")
+        return
+    stops = stop if stop else None
+    if stream:
+        for increment in engine.generate(prompt[0], stop=stops, stream=True, **options):
+            typer.echo(increment.text, nl=False)
+        typer.echo()
+        return
+    for text, result in zip(prompt, engine.generate(prompt, stop=stops, **options), strict=True):
+        typer.echo(f"prompt  {text!r}\ntokens  {result.token_ids}\ntext    {result.text!r}  ({result.finish_reason})")
+
+
+@app.command()
+def classify(
+    engine_dir: Annotated[Path, typer.Argument(help="A classification engine directory.")],
+    text: Annotated[list[str], typer.Option("--text", "-t", help="Text to classify; repeat for a batch.")],
+    backend: Annotated[str | None, typer.Option(help="tensorrt, tensorrt-rtx, onnxruntime or torch.")] = None,
+) -> None:
+    """Classify texts (sequence head: one label each; token head: a label per token)."""
+    from gptoss.runtime import Engine
+
+    engine = Engine.load(engine_dir, backend)
+    for item, result in zip(text, engine.classify(text), strict=True):
+        typer.echo(f"{item!r}: {result.labels}  scores {result.scores.round(4).tolist()}")
+
+
 def _show_progress() -> None:
     """Show build progress on stderr unless --verbose already shows everything."""
     progress = logging.getLogger("gptoss.progress")

@@ -89,7 +89,8 @@ class Engine:
             ids |= {i for i in map(self.tokenizer.token_id, DEFAULT_STOP_TOKENS) if i is not None}
         return frozenset(ids)
 
-    def _kv_cache(self, batch: int) -> KVCache:
+    def kv_cache(self, batch: int) -> KVCache:
+        """The engine's cache rows, reallocated only when the batch size changes (the backend holds one set)."""
         batch = min(batch, self.manifest.max_batch)
         if self._cache is None or self._cache.batch != batch:
             self._cache = KVCache(self.backend, batch, self.manifest.max_seq_len)
@@ -127,7 +128,7 @@ class Engine:
         params.validate()
         criteria = self._stop_criteria(stop)
         increments = stream_generation(
-            self._kv_cache(len(encoded)), encoded, max_new_tokens, params, criteria, self._decode
+            self.kv_cache(len(encoded)), encoded, max_new_tokens, params, criteria, self._decode
         )
         return increments if stream else collect(increments, encoded)
 
@@ -150,7 +151,7 @@ class Engine:
         results = []
         for start in range(0, len(encoded), self.manifest.max_batch):
             chunk = encoded[start : start + self.manifest.max_batch]
-            cache = self._kv_cache(len(chunk))
+            cache = self.kv_cache(len(chunk))
             rows = [cache.acquire() for _ in chunk]
             scores = cache.step(dict(zip(rows, chunk, strict=True)))
             for row, ids in zip(rows, chunk, strict=True):

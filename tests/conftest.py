@@ -63,6 +63,14 @@ def load_hf(path: Path, head: str = "causal-lm"):
     return cls.from_pretrained(path, dtype=torch.float32).eval()
 
 
+def hf_greedy(model, ids: torch.Tensor, new_tokens: int) -> list[list[int]]:
+    """Hugging Face `generate`, greedy, exactly `new_tokens` per row: no end token stops it and none is
+    suppressed (`min_new_tokens` would mask the end tokens' logits and change the choice)."""
+    model.generation_config.eos_token_id = None
+    out = model.generate(ids, max_new_tokens=new_tokens, do_sample=False, pad_token_id=model.config.pad_token_id)
+    return out[:, ids.shape[1] :].tolist()
+
+
 def random_ids(batch: int, seq_len: int, vocab: int = 512, seed: int = 0, low: int = 9) -> torch.Tensor:
     """Token ids that avoid the special tokens (ids below `low`), so no id is mistaken for padding."""
     return torch.randint(low, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(seed))

@@ -1,0 +1,208 @@
+"""Accuracy report: an engine against the project's PyTorch model (or Hugging Face transformers).
+
+For causal-LM engines every position's next-token distribution is compared (the engine is stepped token
+by token, so last-token builds are covered too): max abs and relative logit error, top-1 agreement, KL
+divergence, per-position error, and the first divergence of greedy continuations. Classification engines
+compare their scores. `gptoss-export compare` prints the table, writes JSON, and with `--plot` a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gptoss.exporter import load_model
+from gptoss.runtime import Engine, GptOssError
+
+DEFAULT_PROMPTS = (
+    "The quick brown fox jumps over the lazy dog while the compiler builds an engine.",
+    "GPT-OSS is a mixture of experts transformer with attention sinks.",
+    "Hello world!",
+)
+
+
+@dataclass
+class Report:
+    reference: str
+    backend: str
+    prompts: int
+    positions: int
+    max_abs_error: float
+    max_rel_error: float
+    mean_abs_error: float
+    top1_agreement: float
+    kl_mean: float
+    kl_max: float
+    greedy_tokens: int
+    greedy_identical: bool
+    greedy_first_divergence: list[int | None] = field(default_factory=list)
+    per_position_max_abs: list[list[float]] = field(default_factory=list)
+    per_layer_max_abs: list[float] = field(default_factory=list)
+
+    def passed(self, atol: float) -> bool:
+        return self.max_abs_error <= atol and self.top1_agreement == 1.0 and self.greedy_identical
+
+    def table(self) -> str:
+        rows = [
+            ("reference", self.reference), ("backend", self.backend),
+            ("prompts / positions", f"{self.prompts} / {self.positions}"),
+            ("max abs error", f"{self.max_abs_error:.3e}"), ("max rel error", f"{self.max_rel_error:.3e}"),
+            ("mean abs error", f"{self.mean_abs_error:.3e}"), ("top-1 agreement", f"{self.top1_agreement:.4f}"),
+            ("KL mean / max", f"{self.kl_mean:.3e} / {self.kl_max:.3e}"),
+            ("greedy identical", f"{self.greedy_identical} over {self.greedy_tokens} tokens "
+                                 f"(first divergence {self.greedy_first_divergence})"),
+        ]  # fmt: skip
+        if self.per_layer_max_abs:
+            rows.append(("per-layer max abs (hidden)", " ".join(f"{e:.1e}" for e in self.per_layer_max_abs)))
+        return "\n".join(f"{name:<28}{value}" for name, value in rows)
+
+
+def _engine_outputs(engine: Engine, ids: list[int]) -> np.ndarray:
+    """`[S, width]`: the engine's output after every prefix of `ids` (`[1, labels]` for sequence heads)."""
+    cache = engine.kv_cache(1)
+    row = cache.acquire()
+    try:
+        if engine.manifest.head == "sequence-classification":
+            return cache.step({row: ids})[row][None]
+        if engine.manifest.all_positions or engine.manifest.head == "token-classification":
+            return cache.step({row: ids})[row][: len(ids)]
+        return np.stack([cache.step({row: [token]})[row] for token in ids])
+    finally:
+        cache.release(row)
+
+
+def _reference(reference_dir: Path, head: str, use_hf: bool):
+    if not use_hf:
+        return load_model(reference_dir, head=head)
+    import transformers
+
+    classes = {
+        "causal-lm": transformers.GptOssForCausalLM,
+        "sequence-classification": transformers.GptOssForSequenceClassification,
+        "token-classification": transformers.GptOssForTokenClassification,
+    }
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    return classes[head].from_pretrained(reference_dir, dtype=torch.float32).eval()
+
+
+def _reference_outputs(model, ids: list[int], use_hf: bool) -> np.ndarray:
+    """Like `_engine_outputs`, from the reference model's full-sequence forward."""
+    with torch.no_grad():
+        output = model(torch.tensor([ids]))
+    output = output.logits if use_hf else output
+    return output.float().numpy() if output.ndim == 2 else output[0].float().numpy()
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    shifted = x - x.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def _greedy(model, ids: list[int], tokens: int, use_hf: bool) -> list[int]:
+    prompt = torch.tensor([ids])
+    if use_hf:
+        model.generation_config.eos_token_id = None  # exactly `tokens` tokens, no end token masked or stopping
+        out = model.generate(prompt, max_new_tokens=tokens, do_sample=False, pad_token_id=model.config.pad_token_id)
+        return out[0, len(ids) :].tolist()
+    return model.generate_greedy(prompt, tokens)[0].tolist()
+
+
+def _per_layer_errors(reference_dir: Path, ids: list[int]) -> list[float]:
+    """Max abs difference of each layer's hidden states, project PyTorch model vs Hugging Face."""
+    ours = load_model(reference_dir)
+    theirs = _reference(reference_dir, "causal-lm", True)
+    captured: list[torch.Tensor] = []
+    hooks = [layer.register_forward_hook(lambda m, i, o: captured.append(o[0])) for layer in ours.model.layers]
+    with torch.no_grad():
+        ours(torch.tensor([ids]))
+        hf = theirs(torch.tensor([ids]), output_hidden_states=True).hidden_states[1:]
+    for hook in hooks:
+        hook.remove()
+    # HF's last hidden state is after the final norm; compare the layers before it.
+    return [(a - b).abs().max().item() for a, b in zip(captured[:-1], hf[:-1], strict=True)]
+
+
+def compare(
+    engine_dir: str | Path,
+    reference_dir: str | Path,
+    *,
+    prompts: list[str] | None = None,
+    backend: str | None = None,
+    use_hf: bool = False,
+    greedy_tokens: int = 16,
+) -> Report:
+    """Run the engine and the reference on the same prompts and measure how far apart they are."""
+    engine = Engine.load(engine_dir, backend)
+    head = engine.manifest.head
+    reference_dir = Path(reference_dir)
+    model = _reference(reference_dir, head, use_hf)
+    encoded = [engine.encode(p, i) for i, p in enumerate(prompts or DEFAULT_PROMPTS)]
+    errors, relative, agree, kls, per_position, divergences = [], [], [], [], [], []
+    for ids in encoded:
+        ours, ref = _engine_outputs(engine, ids), _reference_outputs(model, ids, use_hf)
+        diff = np.abs(ours - ref)
+        errors.append(diff)
+        # Relative to each position's largest reference logit: per-logit ratios explode near zero.
+        relative.append(diff.max(-1) / np.maximum(np.abs(ref).max(-1), 1e-12))
+        agree.append(ours.argmax(-1) == ref.argmax(-1))
+        log_p, log_q = _log_softmax(ref), _log_softmax(ours)
+        kls.append((np.exp(log_p) * (log_p - log_q)).sum(-1))
+        per_position.append(diff.max(-1).tolist())
+        if head == "causal-lm":
+            engine_tokens = engine.generate(ids, max_new_tokens=greedy_tokens, stop=[])[0].token_ids
+            reference_tokens = _greedy(model, ids, greedy_tokens, use_hf)
+            mismatch = [i for i, (a, b) in enumerate(zip(engine_tokens, reference_tokens, strict=True)) if a != b]
+            divergences.append(mismatch[0] if mismatch else None)
+    flat = np.concatenate([e.reshape(-1) for e in errors])
+    return Report(
+        reference=f"{'huggingface' if use_hf else 'pytorch'}:{reference_dir}",
+        backend=engine.backend.name,
+        prompts=len(encoded),
+        positions=sum(len(p) for p in per_position),
+        max_abs_error=float(flat.max()),
+        max_rel_error=float(max(r.max() for r in relative)),
+        mean_abs_error=float(flat.mean()),
+        top1_agreement=float(np.concatenate([a.reshape(-1) for a in agree]).mean()),
+        kl_mean=float(np.concatenate([k.reshape(-1) for k in kls]).mean()),
+        kl_max=float(max(k.max() for k in kls)),
+        greedy_tokens=greedy_tokens if head == "causal-lm" else 0,
+        greedy_identical=all(d is None for d in divergences),
+        greedy_first_divergence=divergences,
+        per_position_max_abs=per_position,
+        per_layer_max_abs=_per_layer_errors(reference_dir, encoded[0]) if use_hf and head == "causal-lm" else [],
+    )
+
+
+def write_json(report: Report, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(asdict(report), indent=2) + "\n")
+
+
+def plot(report: Report, path: str | Path) -> None:
+    """PNG of the max abs error by position (each prompt) and, when measured, by layer."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise GptOssError("--plot needs matplotlib (pip install 'gptoss-export[plot]')") from None
+    panels = 2 if report.per_layer_max_abs else 1
+    figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+    for index, errors in enumerate(report.per_position_max_abs):
+        axes[0][0].plot(range(len(errors)), errors, marker=".", label=f"prompt {index}")
+    axes[0][0].set(title=f"engine vs {report.reference.split(':')[0]}", xlabel="position", ylabel="max abs error")
+    axes[0][0].set_yscale("log")
+    axes[0][0].legend()
+    if report.per_layer_max_abs:
+        axes[0][1].bar(range(len(report.per_layer_max_abs)), report.per_layer_max_abs)
+        axes[0][1].set(title="PyTorch model vs Hugging Face, hidden states", xlabel="layer", ylabel="max abs error")
+        axes[0][1].set_yscale("log")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
