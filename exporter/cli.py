@@ -137,6 +137,57 @@ def classify(
         typer.echo(f"{item!r}: {result.labels}  scores {result.scores.round(4).tolist()}")
 
 
+@app.command()
+def compare(
+    engine_dir: Annotated[Path, typer.Argument(help="Engine directory to check.")],
+    reference: Annotated[Path, typer.Option(help="Checkpoint directory of the reference model.")],
+    hf: Annotated[bool, typer.Option("--hf", help="Use Hugging Face transformers as the reference.")] = False,
+    prompt: Annotated[list[str] | None, typer.Option("--prompt", "-p", help="Prompt; repeat for several.")] = None,
+    greedy_tokens: Annotated[int, typer.Option(help="Length of the greedy continuations compared.")] = 16,
+    atol: Annotated[float, typer.Option(help="Largest acceptable max abs logit error.")] = 1e-4,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of the error by position (and layer) here.")] = None,
+    backend: Annotated[str | None, typer.Option(help="tensorrt, tensorrt-rtx, onnxruntime or torch.")] = None,
+) -> None:
+    """Compare an engine with the PyTorch model (or Hugging Face); exit 1 when it disagrees."""
+    from gptoss.tools import compare as comparison
+
+    report = comparison.compare(
+        engine_dir, reference, prompts=prompt, backend=backend, use_hf=hf, greedy_tokens=greedy_tokens
+    )
+    typer.echo(report.table())
+    if json_out:
+        comparison.write_json(report, json_out)
+    if plot:
+        comparison.plot(report, plot)
+    if not report.passed(atol):
+        raise GptOssError(
+            f"{engine_dir}: engine disagrees with the reference (max abs error {report.max_abs_error:.3e} vs "
+            f"--atol {atol:g}, top-1 agreement {report.top1_agreement:.4f}, greedy identical {report.greedy_identical})"
+        )
+
+
+@app.command()
+def bench(
+    engine_dir: Annotated[Path, typer.Argument(help="Causal-LM engine directory.")],
+    batch: Annotated[list[int] | None, typer.Option("--batch", "-b", help="Batch size; repeat for several.")] = None,
+    prompt_len: Annotated[int, typer.Option(help="Prompt tokens per row.")] = 64,
+    new_tokens: Annotated[int, typer.Option(help="Generated tokens per row.")] = 32,
+    vs_hf: Annotated[
+        bool, typer.Option("--vs-hf", help="Also run Hugging Face transformers and print ratios.")
+    ] = False,
+    backend: Annotated[str | None, typer.Option(help="tensorrt, tensorrt-rtx, onnxruntime or torch.")] = None,
+) -> None:
+    """Prefill and decode tokens/s, time to first token and peak memory."""
+    from gptoss.tools import bench as benchmark
+
+    results = benchmark.run(
+        engine_dir, backend=backend, batch_sizes=batch or [1, 4], prompt_len=prompt_len, new_tokens=new_tokens,
+        vs_hf=vs_hf,
+    )  # fmt: skip
+    typer.echo(benchmark.table(results))
+
+
 def _show_progress() -> None:
     """Show build progress on stderr unless --verbose already shows everything."""
     progress = logging.getLogger("gptoss.progress")
