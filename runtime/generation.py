@@ -78,6 +78,7 @@ def stream_generation(
         feed = {}
         for row, request in list(active.items()):
             token = choose_token(logits[row], params, request.rng)
+            # `room`: cache slots left; the token just chosen would take the next one.
             increment = _advance(request, token, stop, decode, room=cache.max_seq_len - int(cache.lengths[row]))
             yield increment
             if request.finish_reason:
@@ -94,7 +95,7 @@ def _advance(request: _Request, token: int, stop: StopCriteria, decode, room: in
     hits = [h for h in (text.find(s) for s in stop.strings) if h >= 0]
     if hits:
         text, reason = text[: min(hits)], "stop"
-    elif reason is None and (len(request.generated) >= request.max_new_tokens or room <= 0):
+    elif reason is None and (len(request.generated) >= request.max_new_tokens or room <= 1):
         reason = "length"
     if reason is None:
         text = _withhold(text, stop.strings)
