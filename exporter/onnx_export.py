@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx_ir as ir
+import onnxscript.optimizer
 import torch
 from torch import nn
 
@@ -150,6 +151,9 @@ def export_step_graph(model: GptOssWithHead, all_positions: bool = False) -> ir.
     _name_io(onnx_model, output_name(model.head), c.num_hidden_layers)
     for identifier in [i for i in onnx_model.functions if i[0] == OPSET.domain]:
         del onnx_model.functions[identifier]
+    # Fold constants (TensorRT needs e.g. ReduceMean's axes as build-time constants); the gptoss nodes stay
+    # nodes: their functions are attached afterwards, and inlining is off.
+    onnxscript.optimizer.optimize_ir(onnx_model, inline=False)
     for function in _local_functions(c):
         onnx_model.functions[function.identifier()] = function
     onnx_model.opset_imports[OPSET.domain] = OPSET.version

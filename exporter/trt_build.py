@@ -146,12 +146,29 @@ def load_plugins(trt: ModuleType, builder: Any, library: Path) -> None:
             )
 
 
-def _plugin_only_model(onnx_path: Path) -> bytes:
-    """The ONNX graph without its model-local `gptoss` functions, so the parser takes the plugins."""
+def tensorrt_view(onnx_path: Path) -> bytes:
+    """The exported graph as TensorRT's ONNX parser must see it (weights stay in the external file):
+
+    - no model-local `gptoss` functions: a missing plugin is then an error, not a silent expansion;
+    - MXFP4 blocks and scales typed INT8 instead of UINT8: the parser widens uint8 initializers to int32,
+      while the plugin reads either as raw bytes (the bytes on disk are the same);
+    - float-format MoE nodes without their empty optional scale inputs: the parser turns empty inputs into
+      null tensors, which TensorRT rejects for plugins.
+    """
     model = onnx.load(str(onnx_path), load_external_data=False)
     kept = [f for f in model.functions if f.domain != "gptoss"]
     del model.functions[:]
     model.functions.extend(kept)
+    byte_inputs = set()
+    for node in model.graph.node:
+        if node.domain == "gptoss" and node.op_type == "MoE":
+            byte_inputs.update(node.input)
+            present = [name for name in node.input if name]
+            del node.input[:]
+            node.input.extend(present)
+    for initializer in model.graph.initializer:
+        if initializer.name in byte_inputs and initializer.data_type == onnx.TensorProto.UINT8:
+            initializer.data_type = onnx.TensorProto.INT8
     return model.SerializeToString()
 
 
@@ -177,7 +194,7 @@ def build_engine(
     load_plugins(trt, builder, plugin_library)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(_plugin_only_model(onnx_path), str(onnx_path)):
+    if not parser.parse(tensorrt_view(onnx_path), str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise GptOssError(f"{onnx_path}: TensorRT could not parse it: {errors}")
 

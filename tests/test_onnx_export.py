@@ -114,7 +114,7 @@ def test_prefill_and_20_decode_steps_match_pytorch(engine_factory, name, expert_
     ort = backend(engine)
     ids, lengths = padded_prompts([25, 9, 17])  # rows longer and shorter than the window, right-padded
     torch_caches = model.model.allocate_kv_caches(3, 64)
-    ort_caches = ort.allocate_caches(3, 64)
+    ort.allocate(3, 64)
     past = torch.zeros(3, dtype=torch.int32)
     new = lengths
     tokens = ids
@@ -122,7 +122,7 @@ def test_prefill_and_20_decode_steps_match_pytorch(engine_factory, name, expert_
         with torch.no_grad():
             expected, torch_caches = model.step(tokens, past, new, torch_caches)
         expected = expected[torch.arange(3), (new - 1).long()]
-        logits, ort_caches = ort.step(tokens.numpy(), past.numpy(), new.numpy(), ort_caches)
+        logits = ort.step(tokens.numpy(), past.numpy(), new.numpy())
         assert logits.shape == (3, 512)
         assert np.abs(logits - expected.numpy()).max() < ATOL, f"step {step}"
         past, new = past + new, torch.ones(3, dtype=torch.int32)
@@ -132,9 +132,9 @@ def test_prefill_and_20_decode_steps_match_pytorch(engine_factory, name, expert_
 def test_all_positions_output(engine_factory):
     checkpoint, engine = engine_factory(all_positions=True)
     ids, lengths = padded_prompts([30, 12])
-    logits, _ = backend(engine).step(
-        ids.numpy(), np.zeros(2, np.int32), lengths.numpy(), backend(engine).allocate_caches(2)
-    )
+    ort = backend(engine)
+    ort.allocate(2, 256)
+    logits = ort.step(ids.numpy(), np.zeros(2, np.int32), lengths.numpy())
     expected = load_model(checkpoint)(ids, attention_mask=(torch.arange(30) < lengths[:, None]).int())
     assert logits.shape == (2, 30, 512)
     valid = (torch.arange(30) < lengths[:, None]).numpy()
@@ -147,7 +147,8 @@ def test_classification_heads_match_pytorch(engine_factory, head):
     ids, lengths = padded_prompts([33, 20, 5])
     mask = (torch.arange(33) < lengths[:, None]).int()
     ort = backend(engine)
-    scores, _ = ort.step(ids.numpy(), np.zeros(3, np.int32), lengths.numpy(), ort.allocate_caches(3))
+    ort.allocate(3, 64)
+    scores = ort.step(ids.numpy(), np.zeros(3, np.int32), lengths.numpy())
     expected = load_model(checkpoint, head=head)(ids, attention_mask=mask).detach().numpy()
     if head == "token-classification":
         valid = mask.bool().numpy()
@@ -160,10 +161,10 @@ def test_greedy_generation_through_onnxruntime_equals_hf_generate(engine_factory
     checkpoint, engine = engine_factory()
     prompt = random_ids(1, 11, seed=41)
     ort = backend(engine)
-    caches = ort.allocate_caches(1, 64)
+    ort.allocate(1, 64)
     tokens, past, new, generated = prompt.numpy(), np.zeros(1, np.int32), np.array([11], np.int32), []
     for _ in range(32):
-        logits, caches = ort.step(tokens, past, new, caches)
+        logits = ort.step(tokens, past, new)
         tokens = logits.argmax(-1).reshape(1, 1)
         generated.append(int(tokens[0, 0]))
         past, new = past + new, np.ones(1, np.int32)

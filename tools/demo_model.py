@@ -60,6 +60,16 @@ DEMO_CONFIG: dict[str, Any] = {
     "torch_dtype": "bfloat16",
 }
 
+# Sizes beyond the demo, for benchmarks: `large` is ~60x the demo's compute per token.
+PRESETS: dict[str, dict[str, Any]] = {
+    "demo": {},
+    "large": {
+        "vocab_size": 2048, "hidden_size": 512, "intermediate_size": 512, "num_hidden_layers": 8,
+        "num_attention_heads": 16, "num_key_value_heads": 4, "head_dim": 64, "num_local_experts": 16,
+        "sliding_window": 64,
+    },
+}  # fmt: skip
+
 _CORPUS = """\
 GPT-OSS is a mixture of experts transformer with attention sinks and alternating sliding window layers.
 The exporter turns a Hugging Face checkpoint into an ONNX graph with custom operators for attention and experts.
@@ -214,8 +224,11 @@ def main(argv: list[str] | None = None) -> None:
                         default="causal-lm")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--size", choices=sorted(PRESETS), default="demo", help="model dimensions")
     args = parser.parse_args(argv)
-    path = write_demo_model(args.out, expert_format=args.experts, head=args.head, seed=args.seed, shards=args.shards)
+    path = write_demo_model(
+        args.out, expert_format=args.experts, head=args.head, seed=args.seed, shards=args.shards, **PRESETS[args.size]
+    )
     print(f"wrote demo checkpoint to {path}")
 
 
