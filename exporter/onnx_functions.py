@@ -116,24 +116,33 @@ def SinkAttention(  # noqa: N802  (ONNX op names are CamelCase)
 
 
 @onnxscript.script(opset=OPSET, default_opset=op)
-def MoEExperts(x, gate_up_w, gate_up_bias, down_w, down_bias, ids, expert_weights, alpha: float, limit: float):  # noqa: N802
-    """Shared tail of both MoE variants: per-(token, slot) float weights `[T,K,out,in]` to the weighted sum."""
+def MoEExperts(  # noqa: N802
+    hidden, expert_ids, expert_weights, experts, gate_up_w, gate_up_bias, down_w, down_bias, alpha: float, limit: float
+):
+    """Shared body of both MoE variants: a loop over the experts hit (`experts`, sorted ids), each applied to
+    its own tokens. `gate_up_w [U,2I,H]` / `down_w [U,H,I]` are the float32 weights of those experts."""
+    x = op.Cast(hidden, to=FLOAT.dtype)
+    routed = op.Cast(expert_ids, to=INT64.dtype)
+    gates = op.Cast(expert_weights, to=FLOAT.dtype)
     last = op.Constant(value_ints=[-1])
-    u = op.Squeeze(op.MatMul(gate_up_w, op.Unsqueeze(x, op.Constant(value_ints=[1, 3]))), last)  # [T,K,2I]
-    u = op.Add(u, op.Gather(op.Cast(gate_up_bias, to=FLOAT.dtype), ids, axis=0))
     big = op.Constant(value_ints=[_INT64_MAX])
     two = op.Constant(value_ints=[2])
-    gate = op.Slice(u, op.Constant(value_ints=[0]), big, last, two)
-    up = op.Slice(u, op.Constant(value_ints=[1]), big, last, two)
     lim = op.Constant(value_float=limit)
-    gate = op.Min(gate, lim)
-    up = op.Clip(up, op.Neg(lim), lim)
-    glu = op.Mul(gate, op.Sigmoid(op.Mul(gate, op.Constant(value_float=alpha))))
-    h = op.Mul(glu, op.Add(up, op.Constant(value_float=1.0)))
-    y = op.Squeeze(op.MatMul(down_w, op.Unsqueeze(h, last)), last)  # [T,K,H]
-    y = op.Add(y, op.Gather(op.Cast(down_bias, to=FLOAT.dtype), ids, axis=0))
-    weighted = op.Mul(y, op.Unsqueeze(op.Cast(expert_weights, to=FLOAT.dtype), last))
-    return op.ReduceSum(weighted, op.Constant(value_ints=[1]), keepdims=0)
+    out = op.Expand(op.Constant(value_float=0.0), op.Shape(x))
+    for i in range(op.Squeeze(op.Shape(experts))):
+        picked = op.NonZero(op.Equal(routed, op.Gather(experts, i)))  # [2, N]: token and slot of each pick
+        tokens = op.Gather(picked, op.Constant(value_int=0), axis=0)
+        u = op.MatMul(op.Gather(x, tokens, axis=0), op.Transpose(op.Gather(gate_up_w, i, axis=0)))
+        u = op.Add(u, op.Gather(op.Cast(gate_up_bias, to=FLOAT.dtype), op.Gather(experts, i), axis=0))
+        gate = op.Min(op.Slice(u, op.Constant(value_ints=[0]), big, last, two), lim)
+        up = op.Clip(op.Slice(u, op.Constant(value_ints=[1]), big, last, two), op.Neg(lim), lim)
+        glu = op.Mul(gate, op.Sigmoid(op.Mul(gate, op.Constant(value_float=alpha))))
+        h = op.Mul(glu, op.Add(up, op.Constant(value_float=1.0)))
+        y = op.MatMul(h, op.Transpose(op.Gather(down_w, i, axis=0)))
+        y = op.Add(y, op.Gather(op.Cast(down_bias, to=FLOAT.dtype), op.Gather(experts, i), axis=0))
+        weight = op.Unsqueeze(op.GatherND(gates, op.Transpose(picked)), last)
+        out = op.ScatterND(out, op.Unsqueeze(tokens, last), op.Mul(y, weight), reduction="add")
+    return op.CastLike(out, hidden)
 
 
 @onnxscript.script(opset=OPSET, default_opset=op)
@@ -177,14 +186,13 @@ def MoEMxfp4(  # noqa: N802  (stored in the model as gptoss::MoE)
     plugin_version: str,
     plugin_namespace: str,
 ):
-    ids = op.Cast(expert_ids, to=INT64.dtype)
-    gate_up_w = DequantizeMXFP4(op.Gather(gate_up_weight, ids, axis=0), op.Gather(gate_up_scales, ids, axis=0))
-    down_w = DequantizeMXFP4(op.Gather(down_weight, ids, axis=0), op.Gather(down_scales, ids, axis=0))
-    x = op.Cast(hidden, to=FLOAT.dtype)
-    out = MoEExperts(
-        x, gate_up_w, gate_up_bias, down_w, down_bias, ids, expert_weights, alpha=swiglu_alpha, limit=swiglu_limit
-    )
-    return op.CastLike(out, hidden)
+    experts = op.Unique(op.Reshape(op.Cast(expert_ids, to=INT64.dtype), op.Constant(value_ints=[-1])))
+    gate_up_w = DequantizeMXFP4(op.Gather(gate_up_weight, experts, axis=0), op.Gather(gate_up_scales, experts, axis=0))
+    down_w = DequantizeMXFP4(op.Gather(down_weight, experts, axis=0), op.Gather(down_scales, experts, axis=0))
+    return MoEExperts(
+        hidden, expert_ids, expert_weights, experts, gate_up_w, gate_up_bias, down_w, down_bias,
+        alpha=swiglu_alpha, limit=swiglu_limit,
+    )  # fmt: skip
 
 
 @onnxscript.script(opset=OPSET, default_opset=op)
@@ -208,11 +216,10 @@ def MoEFloat(  # noqa: N802  (stored in the model as gptoss::MoE)
     plugin_version: str,
     plugin_namespace: str,
 ):
-    ids = op.Cast(expert_ids, to=INT64.dtype)
-    gate_up_w = op.Cast(op.Gather(gate_up_weight, ids, axis=0), to=FLOAT.dtype)
-    down_w = op.Cast(op.Gather(down_weight, ids, axis=0), to=FLOAT.dtype)
-    x = op.Cast(hidden, to=FLOAT.dtype)
-    out = MoEExperts(
-        x, gate_up_w, gate_up_bias, down_w, down_bias, ids, expert_weights, alpha=swiglu_alpha, limit=swiglu_limit
-    )
-    return op.CastLike(out, hidden)
+    experts = op.Unique(op.Reshape(op.Cast(expert_ids, to=INT64.dtype), op.Constant(value_ints=[-1])))
+    gate_up_w = op.Cast(op.Gather(gate_up_weight, experts, axis=0), to=FLOAT.dtype)
+    down_w = op.Cast(op.Gather(down_weight, experts, axis=0), to=FLOAT.dtype)
+    return MoEExperts(
+        hidden, expert_ids, expert_weights, experts, gate_up_w, gate_up_bias, down_w, down_bias,
+        alpha=swiglu_alpha, limit=swiglu_limit,
+    )  # fmt: skip
