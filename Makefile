@@ -18,10 +18,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	@command -v nvcc >/dev/null && $(MAKE) --no-print-directory plugins || echo "nvcc not found: skipping the CUDA plugins"
 	$(CLI) build --out $(DEMO)/engine
 	$(CLI) inspect $(DEMO)/engine-checkpoint
 	$(CLI) inspect $(DEMO)/engine
-	$(PYTHON) -m gptoss.tools.torch_generate $(DEMO)/engine-checkpoint "Hello world" --max-new-tokens 16
+	$(CLI) generate $(DEMO)/engine -p "Hello world" -p "GPT-OSS is" --max-new-tokens 16
+	$(CLI) generate $(DEMO)/engine-checkpoint --backend torch -p "Hello world" --max-new-tokens 16
+	$(CLI) compare $(DEMO)/engine --reference $(DEMO)/engine-checkpoint --hf --json $(DEMO)/compare.json
+	@if [ -f $(PLUGINS)/libgptoss_plugins.so ]; then \
+		$(CLI) build $(DEMO)/engine-checkpoint --out $(DEMO)/engine-rtx --target tensorrt-rtx \
+			--compute-capability sm89 --max-seq-len 1024 && $(CLI) inspect $(DEMO)/engine-rtx; \
+	else echo "$(PLUGINS)/libgptoss_plugins.so not built (TensorRT headers not found): skipping the TensorRT-RTX engine"; fi
 
 plugins:
 	cmake -S plugins -B $(PLUGINS) -DTENSORRT_ROOT=$(TENSORRT_ROOT) --log-level=NOTICE

@@ -58,11 +58,15 @@ def _shape(dims: list, sizes: dict[str, int]) -> tuple[int, ...]:
     return tuple(sizes[d] if isinstance(d, str) else d for d in dims)
 
 
+# What TensorRT-RTX reports when it probes for a GPU during an ahead-of-time build on a machine without one.
+_NO_GPU_MESSAGES = ("CUDA driver version is insufficient", "cudaError 35", "no CUDA-capable device")
+
+
 class _Logger:
     """Factory of a TensorRT ILogger that forwards to `logging` (TensorRT's own logger prints to stdout)."""
 
     @staticmethod
-    def create(trt: ModuleType) -> Any:
+    def create(trt: ModuleType, ahead_of_time: bool) -> Any:
         levels = {
             trt.ILogger.Severity.INTERNAL_ERROR: logging.ERROR,
             trt.ILogger.Severity.ERROR: logging.ERROR,
@@ -76,7 +80,10 @@ class _Logger:
                 trt.ILogger.__init__(self)
 
             def log(self, severity, msg) -> None:
-                log.log(levels.get(severity, logging.INFO), "TensorRT: %s", msg)
+                level = levels.get(severity, logging.INFO)
+                if ahead_of_time and any(text in msg for text in _NO_GPU_MESSAGES):
+                    level = logging.DEBUG  # expected: no GPU is needed to build for --compute-capability
+                log.log(level, "TensorRT: %s", msg)
 
         return Logger()
 
@@ -189,7 +196,7 @@ def build_engine(
     trt = import_tensorrt(target)
     if target == "tensorrt-rtx":
         ensure_parser_finds_library(trt)
-    logger = _Logger.create(trt)
+    logger = _Logger.create(trt, ahead_of_time=compute_capability is not None)
     builder = trt.Builder(logger)
     load_plugins(trt, builder, plugin_library)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
@@ -212,7 +219,8 @@ def build_engine(
         builder_config.add_optimization_profile(optimization_profile)
     if compute_capability:
         _set_compute_capability(trt, builder_config, compute_capability)
-    cache = _timing_cache(builder_config, timing_cache)
+    # An ahead-of-time build times nothing (there may be no GPU), so it neither reads nor writes the cache.
+    cache = None if compute_capability else _timing_cache(builder_config, timing_cache)
 
     serialized = builder.build_serialized_network(network, builder_config)
     if serialized is None:
