@@ -4,6 +4,14 @@
  * The TensorRT plugins (plugins/trt) and the Python tests (through ctypes) both call these. Semantics are
  * those of the PyTorch reference ops in exporter/ops.py and of DESIGN.md "The two custom ops".
  * Every function returns 0 on success or a cudaError_t code (never aborts); pointers are device pointers.
+ *
+ * Limits (cudaErrorInvalidValue otherwise): head_dim a multiple of 8 and at most 128; hidden_size and
+ * intermediate_size multiples of 32 (both weight formats); at most 1024 experts, top_k <= num_experts;
+ * q, k, v, caches and weights 16-byte aligned. past_len + new_len <= capacity is the caller's duty (device
+ * values are clamped to stay in bounds, results are then unspecified). E8M0 scales above 2^113 give inf.
+ * Workspace sizes depend only on the descriptor's maxima (sink attention: not on seq_len), so a size
+ * computed for the largest shape serves every smaller call; attention accepts a NULL workspace (no key
+ * splitting), MoE requires one.
  */
 #ifndef GPTOSS_KERNELS_H
 #define GPTOSS_KERNELS_H

@@ -119,7 +119,9 @@ __global__ void __launch_bounds__(kRouteThreads)
         int offset = 0, tiles = 0;
         for (int e = 0; e < num_experts; ++e) {
             cursor[e] = offset;
-            for (int s = 0; s < count[e]; s += tile_tokens) r.tiles[tiles++] = {e, offset + s, min(tile_tokens, count[e] - s), 0};
+            for (int s = 0; s < count[e]; s += tile_tokens) {
+                r.tiles[tiles++] = {e, offset + s, min(tile_tokens, count[e] - s), 0};
+            }
             offset += count[e];
         }
         *r.num_tiles = tiles;
@@ -173,23 +175,29 @@ __device__ void stage_chunk(const ExpertArgs<TIn, Weights>& a, const int* assign
     }
 }
 
-// acc[r][t] += (row row0 + r of the expert) . (input t), over the block of this lane in the staged chunk.
-template <int TM, typename Weights>
-__device__ void accumulate_block(const Weights& w, size_t row_base, int row0, int rows, int blocks_per_row, int blk,
-                                 const InputChunk<TM>& s, float (&acc)[kRowsPerWarp][TM]) {
-    const int lane = threadIdx.x % kWarpSize;
-    typename Weights::Block block[kRowsPerWarp];
+// Blocks `blk` of the warp's weight rows row0 .. row0 + 3 (rows past the end are left empty).
+template <typename Weights>
+__device__ void load_blocks(const Weights& w, size_t row_base, int row0, int rows, int blocks_per_row, int blk,
+                            typename Weights::Block (&block)[kRowsPerWarp]) {
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
         if (row0 + r < rows) block[r] = w.load(row_base + row0 + r, blocks_per_row, blk);
     }
+}
+
+// acc[r][t] += (block of weight row r) . (the matching 32 elements of input t in the staged chunk), for the first
+// `live_rows` rows of the warp.
+template <int TM, typename Weights>
+__device__ void accumulate_block(const typename Weights::Block (&block)[kRowsPerWarp], int live_rows,
+                                 const InputChunk<TM>& s, float (&acc)[kRowsPerWarp][TM]) {
+    const int lane = threadIdx.x % kWarpSize;
     float part[kRowsPerWarp][TM] = {};
 #pragma unroll
     for (int word = 0; word < 4; ++word) {
         float wv[kRowsPerWarp][8];
 #pragma unroll
         for (int r = 0; r < kRowsPerWarp; ++r) {
-            if (row0 + r < rows) {
+            if (r < live_rows) {
                 Weights::decode(block[r], word, wv[r]);
             } else {
 #pragma unroll
@@ -209,7 +217,7 @@ __device__ void accumulate_block(const Weights& w, size_t row_base, int row0, in
     }
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
-        if (row0 + r >= rows) continue;
+        if (r >= live_rows) continue;
 #pragma unroll
         for (int t = 0; t < TM; ++t) acc[r][t] = fmaf(part[r][t], block[r].scale, acc[r][t]);
     }
@@ -273,11 +281,14 @@ __device__ __forceinline__ void expert_tile(const ExpertArgs<TIn, Weights>& a) {
 
     float acc[kRowsPerWarp][TM] = {};
     for (int chunk = 0; chunk < a.in_dim; chunk += kChunkElems) {
+        const int blk = chunk / kBlockElems + lane;
+        const bool has_block = blk < blocks_per_row;
+        typename Weights::Block block[kRowsPerWarp] = {};
+        if (has_block) load_blocks(a.w, row_base, row0, a.rows, blocks_per_row, blk, block);  // in flight meanwhile
         if (chunk > 0) __syncthreads();  // previous chunk consumed
         stage_chunk(a, assignment_smem, chunk, chunk_smem);
         __syncthreads();
-        const int blk = chunk / kBlockElems + lane;
-        if (blk < blocks_per_row) accumulate_block(a.w, row_base, row0, a.rows, blocks_per_row, blk, chunk_smem, acc);
+        if (has_block) accumulate_block<TM, Weights>(block, a.rows - row0, chunk_smem, acc);
     }
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r)
@@ -412,7 +423,8 @@ int run_pass(const gptoss_moe_desc& d, const MoeCall& c, const Weights& gate_up,
                                                       ws.routing);
     GPTOSS_CUDA_TRY(cudaGetLastError());
     const int err = tile_tokens == kDecodeTileTokens
-                        ? launch_experts<kDecodeTileTokens, TAct>(d, c, gate_up, down, gate_up_bias, down_bias, ws, stream)
+                        ? launch_experts<kDecodeTileTokens, TAct>(d, c, gate_up, down, gate_up_bias, down_bias, ws,
+                                                                  stream)
                         : launch_experts<kTileTokens, TAct>(d, c, gate_up, down, gate_up_bias, down_bias, ws, stream);
     if (err) return err;
     const size_t total = static_cast<size_t>(c.tokens) * d.hidden_size;

@@ -568,8 +568,9 @@ GPTOSS_EXPORT int gptoss_sink_attention(const gptoss_attention_desc* desc, const
         !new_len || !out) {
         return static_cast<int>(cudaErrorInvalidValue);
     }
-    // 16-byte vector loads and stores of head_dim rows.
-    for (const void* ptr : {q, k, v, kv_cache_in, static_cast<const void*>(kv_cache_out), static_cast<const void*>(out)}) {
+    // Rows of q, k, v and the caches move as 16-byte vectors.
+    const void* rows[] = {q, k, v, kv_cache_in, kv_cache_out};
+    for (const void* ptr : rows) {
         if (!is_aligned(ptr, 16)) return static_cast<int>(cudaErrorInvalidValue);
     }
     if (workspace && !is_aligned(workspace, sizeof(float))) return static_cast<int>(cudaErrorInvalidValue);
