@@ -6,6 +6,8 @@ other, then the two swap, so no cache passes through Python.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import GptOssError
@@ -13,6 +15,13 @@ from ..manifest import Manifest
 from . import cache_shapes
 
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def default_providers(onnxruntime) -> list[str]:
+    """The CUDA execution provider when this build has it and an NVIDIA device is present, else the CPU."""
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers() and Path("/dev/nvidiactl").exists():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
 
 
 class OnnxRuntimeBackend:
@@ -35,7 +44,7 @@ class OnnxRuntimeBackend:
         options.log_severity_level = 3
         self._ort = onnxruntime
         self.session = onnxruntime.InferenceSession(
-            str(manifest.path("onnx")), options, providers=providers or ["CPUExecutionProvider"]
+            str(manifest.path("onnx")), options, providers=providers or default_providers(onnxruntime)
         )
         self._device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self._output = next(iter(manifest.outputs))
