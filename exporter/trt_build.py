@@ -89,23 +89,31 @@ class _Logger:
 
 
 def _progress_monitor(trt: ModuleType) -> Any:
-    """A TensorRT progress monitor that reports top-level build phases through `gptoss.progress`."""
+    """A TensorRT progress monitor that draws a bar for each top-level build phase through `gptoss.progress`."""
 
     class Monitor(trt.IProgressMonitor):
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
-            self.steps: dict[str, int] = {}
+            self.top_level: dict[str, int] = {}  # phase -> number of steps
 
         def phase_start(self, phase_name, parent_phase, num_steps) -> None:
-            self.steps[phase_name] = num_steps
             if parent_phase is None:
-                progress_log.info("  TensorRT: %s (%d steps)", phase_name, num_steps)
+                self.top_level[phase_name] = num_steps
+                self._draw(phase_name, 0)
 
         def step_complete(self, phase_name, step) -> bool:
+            if phase_name in self.top_level:
+                self._draw(phase_name, step + 1)
             return True  # never cancel
 
         def phase_finish(self, phase_name) -> None:
-            self.steps.pop(phase_name, None)
+            if phase_name in self.top_level:
+                self._draw(phase_name, self.top_level.pop(phase_name))
+
+        def _draw(self, phase_name: str, done: int) -> None:
+            total = max(self.top_level.get(phase_name, done), 1)
+            filled = 20 * min(done, total) // total
+            progress_log.info("  TensorRT %s [%s%s] %d/%d", phase_name, "#" * filled, "." * (20 - filled), done, total)
 
     return Monitor()
 
