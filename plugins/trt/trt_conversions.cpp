@@ -75,52 +75,42 @@ Shape toShape(const nvinfer1::DimsExprs& dims) {
     return shape;
 }
 
-std::vector<Shape> toShapes(const nvinfer1::DynamicPluginTensorDesc* descs, int32_t count) {
-    std::vector<Shape> shapes;
+namespace {
+
+// `convert` applied to each of `count` items.
+template <typename Item, typename Convert>
+auto mapEach(const Item* items, int32_t count, Convert convert) {
+    std::vector<decltype(convert(*items))> result;
     for (int32_t i = 0; i < count; ++i) {
-        shapes.push_back(toShape(descs[i].desc.dims));
+        result.push_back(convert(items[i]));
     }
-    return shapes;
+    return result;
+}
+
+}  // namespace
+
+std::vector<Shape> toShapes(const nvinfer1::DynamicPluginTensorDesc* descs, int32_t count) {
+    return mapEach(descs, count, [](const nvinfer1::DynamicPluginTensorDesc& d) { return toShape(d.desc.dims); });
 }
 
 std::vector<Shape> toShapes(const nvinfer1::PluginTensorDesc* descs, int32_t count) {
-    std::vector<Shape> shapes;
-    for (int32_t i = 0; i < count; ++i) {
-        shapes.push_back(toShape(descs[i].dims));
-    }
-    return shapes;
+    return mapEach(descs, count, [](const nvinfer1::PluginTensorDesc& d) { return toShape(d.dims); });
 }
 
 std::vector<Shape> toShapes(const nvinfer1::DimsExprs* dims, int32_t count) {
-    std::vector<Shape> shapes;
-    for (int32_t i = 0; i < count; ++i) {
-        shapes.push_back(toShape(dims[i]));
-    }
-    return shapes;
+    return mapEach(dims, count, [](const nvinfer1::DimsExprs& d) { return toShape(d); });
 }
 
 std::vector<TensorType> toTensorTypes(const DataType* types, int32_t count) {
-    std::vector<TensorType> result;
-    for (int32_t i = 0; i < count; ++i) {
-        result.push_back(toTensorType(types[i]));
-    }
-    return result;
+    return mapEach(types, count, [](DataType type) { return toTensorType(type); });
 }
 
 std::vector<TensorType> toTensorTypes(const nvinfer1::DynamicPluginTensorDesc* descs, int32_t count) {
-    std::vector<TensorType> result;
-    for (int32_t i = 0; i < count; ++i) {
-        result.push_back(toTensorType(descs[i].desc.type));
-    }
-    return result;
+    return mapEach(descs, count, [](const nvinfer1::DynamicPluginTensorDesc& d) { return toTensorType(d.desc.type); });
 }
 
 std::vector<TensorType> toTensorTypes(const nvinfer1::PluginTensorDesc* descs, int32_t count) {
-    std::vector<TensorType> result;
-    for (int32_t i = 0; i < count; ++i) {
-        result.push_back(toTensorType(descs[i].type));
-    }
-    return result;
+    return mapEach(descs, count, [](const nvinfer1::PluginTensorDesc& d) { return toTensorType(d.type); });
 }
 
 const nvinfer1::PluginFieldCollection* SerializedFields::assign(FieldSet fields) {
