@@ -72,7 +72,7 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions = Bu
     if options.target != "onnx":
         from . import trt_build
 
-        trt_build.preflight(options.target, options.plugin_library or trt_build.default_plugin_library())
+        trt_build.preflight(options.target, options.plugin_library or trt_build.default_plugin_library(), config)
     with staged_engine_dir(out_dir) as staging:
         with stage(f"loading {model_dir} ({config.num_hidden_layers} layers, {options.precision})"):
             model = load_model(model_dir, head=options.head, dtype=dtype)

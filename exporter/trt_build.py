@@ -139,13 +139,23 @@ def ensure_parser_finds_library(trt: ModuleType) -> None:
         ) from None
 
 
-def preflight(target: str, library: Path) -> None:
-    """Fail before any export work when the TensorRT module or the plugin library is missing."""
+def preflight(target: str, library: Path, config: GptOssConfig) -> None:
+    """Fail before any export work when the TensorRT module or the plugin library is missing, or the model
+    has dimensions the CUDA kernels do not take (plugins/include/gptoss_kernels.h, "Limits")."""
     import_tensorrt(target)
     if not library.is_file():
         raise GptOssError(
             f"{library}: plugin library not found (run `make plugins` with TENSORRT_ROOT set, or pass --plugin-lib)"
         )
+    c = config
+    if c.head_dim % 8 or c.head_dim > 128:
+        raise GptOssError(f"head_dim {c.head_dim}: the plugins need a multiple of 8 no larger than 128")
+    if c.hidden_size % 32 or c.intermediate_size % 32:
+        raise GptOssError(
+            f"hidden_size {c.hidden_size} and intermediate_size {c.intermediate_size}: the plugins need multiples of 32"
+        )
+    if c.num_local_experts > 1024:
+        raise GptOssError(f"num_local_experts {c.num_local_experts}: the plugins take at most 1024 experts")
 
 
 def load_plugins(trt: ModuleType, builder: Any, library: Path) -> None:

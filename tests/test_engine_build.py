@@ -91,3 +91,13 @@ def test_missing_tensorrt_is_a_clear_error(checkpoint_factory, tmp_path):
         pytest.skip("TensorRT is installed here")
     with pytest.raises(GptOssError, match="target tensorrt needs the Python module tensorrt"):
         build(checkpoint_factory("demo"), tmp_path / "engine", BuildOptions(target="tensorrt"))
+
+
+@needs_plugins
+@needs_rtx
+def test_dimensions_the_kernels_do_not_take_are_rejected_before_export(tmp_path):
+    from gptoss.tools.demo_model import write_demo_model
+
+    checkpoint = write_demo_model(tmp_path / "ckpt", expert_format="bf16", head_dim=20)
+    with pytest.raises(GptOssError, match="head_dim 20: the plugins need a multiple of 8"):
+        build(checkpoint, tmp_path / "engine", BuildOptions(target="tensorrt-rtx"))
