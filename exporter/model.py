@@ -284,6 +284,25 @@ class GptOssForTokenClassification(GptOssWithHead):
         return self.score(hidden)
 
 
+class StepGraph(nn.Module):
+    """One cache step with outputs reduced as the graph contract says: the head at each row's last valid token,
+    or at every position for all-positions and token-classification models. This is what the ONNX export traces
+    and what the PyTorch runtime backend runs."""
+
+    def __init__(self, model: GptOssWithHead, all_positions: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.per_token = all_positions or isinstance(model, GptOssForTokenClassification)
+
+    def forward(self, input_ids, past_len, new_len, kv_caches):
+        hidden, kv_caches = self.model.model(input_ids, past_len, new_len, kv_caches)
+        if not self.per_token:
+            last = (new_len.to(torch.int64) - 1).clamp(min=0)
+            index = last.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
+            hidden = hidden.gather(1, index).squeeze(1)
+        return self.model.project(hidden), *kv_caches
+
+
 MODEL_CLASSES = {
     cls.head: cls for cls in (GptOssForCausalLM, GptOssForSequenceClassification, GptOssForTokenClassification)
 }

@@ -15,13 +15,12 @@ from pathlib import Path
 import onnx_ir as ir
 import onnxscript.optimizer
 import torch
-from torch import nn
 
 from gptoss.runtime.manifest import PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 from .config import GptOssConfig
 from .errors import GptOssError
-from .model import GptOssForTokenClassification, GptOssWithHead
+from .model import GptOssWithHead, StepGraph
 from .onnx_functions import ONNX_OPSET, OPSET, DequantizeMXFP4, MoEExperts, MoEFloat, MoEMxfp4, SinkAttention
 from .onnx_schemas import register_schemas
 
@@ -34,23 +33,6 @@ class GraphIO:
 
     inputs: dict[str, dict]
     outputs: dict[str, dict]
-
-
-class StepGraph(nn.Module):
-    """The exported computation: one cache step, outputs reduced to what the runtime needs."""
-
-    def __init__(self, model: GptOssWithHead, all_positions: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.per_token = all_positions or isinstance(model, GptOssForTokenClassification)
-
-    def forward(self, input_ids, past_len, new_len, kv_caches):
-        hidden, kv_caches = self.model.model(input_ids, past_len, new_len, kv_caches)
-        if not self.per_token:
-            last = (new_len.to(torch.int64) - 1).clamp(min=0)
-            index = last.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
-            hidden = hidden.gather(1, index).squeeze(1)
-        return self.model.project(hidden), *kv_caches
 
 
 def output_name(head: str) -> str:

@@ -83,6 +83,14 @@ class Engine:
             )
         return ids
 
+    def _encode_all(self, prompts: Prompt | Sequence[Prompt]) -> list[list[int]]:
+        """One prompt (text or ids) or a list of them, encoded and validated."""
+        single = isinstance(prompts, str) or (bool(prompts) and isinstance(prompts[0], int))
+        prompt_list = [prompts] if single else list(prompts)
+        if not prompt_list:
+            raise GptOssError("no prompts given")
+        return [self.encode(p, i) for i, p in enumerate(prompt_list)]
+
     def default_stop_ids(self) -> frozenset[int]:
         ids = set(self.config["eos_token_ids"])
         if self.tokenizer is not None:
@@ -119,11 +127,7 @@ class Engine:
             raise GptOssError(f"{self.manifest.engine_dir}: a {self.manifest.head} engine cannot generate")
         if max_new_tokens < 1:
             raise GptOssError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        single = isinstance(prompts, str) or (bool(prompts) and isinstance(prompts[0], int))
-        prompt_list = [prompts] if single else list(prompts)
-        if not prompt_list:
-            raise GptOssError("no prompts given")
-        encoded = [self.encode(p, i) for i, p in enumerate(prompt_list)]
+        encoded = self._encode_all(prompts)
         params = SamplingParams(do_sample, temperature, top_k, top_p, seed)
         params.validate()
         criteria = self._stop_criteria(stop)
@@ -145,8 +149,7 @@ class Engine:
         """Class scores for each text or id list (sequence head: pooled at the last token; token head: per token)."""
         if self.manifest.head not in ("sequence-classification", "token-classification"):
             raise GptOssError(f"{self.manifest.engine_dir}: a {self.manifest.head} engine cannot classify")
-        single = isinstance(inputs, str) or (bool(inputs) and isinstance(inputs[0], int))
-        encoded = [self.encode(p, i) for i, p in enumerate([inputs] if single else list(inputs))]
+        encoded = self._encode_all(inputs)
         names = self.config["id2label"]
         results = []
         for start in range(0, len(encoded), self.manifest.max_batch):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gptoss.tools.compare import load_hf  # noqa: F401  (the external oracle, shared by the tests)
 from gptoss.tools.demo_model import write_demo_model
 
 # Configurations the model must match Hugging Face on (issue #2): each differs from the demo in
@@ -48,19 +49,6 @@ def checkpoint_factory(tmp_path_factory):
         return cache[key]
 
     return make
-
-
-def load_hf(path: Path, head: str = "causal-lm"):
-    """The Hugging Face transformers model for `path`, float32, eval mode (the external oracle)."""
-    import transformers
-
-    cls = {
-        "causal-lm": transformers.GptOssForCausalLM,
-        "sequence-classification": transformers.GptOssForSequenceClassification,
-        "token-classification": transformers.GptOssForTokenClassification,
-    }[head]
-    transformers.logging.set_verbosity_error()
-    return cls.from_pretrained(path, dtype=torch.float32).eval()
 
 
 def hf_greedy(model, ids: torch.Tensor, new_tokens: int) -> list[list[int]]:

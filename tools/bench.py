@@ -72,11 +72,10 @@ def bench_engine(engine: Engine, batch: int, prompt_len: int, new_tokens: int, s
 def bench_hf(checkpoint: Path, batch: int, prompt_len: int, new_tokens: int, vocab: int, seed: int = 0) -> Measurement:
     """The same prompts through Hugging Face transformers (float32, eager, its own KV cache)."""
     import torch
-    import transformers
 
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    model = transformers.GptOssForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    from gptoss.tools.compare import load_hf
+
+    model = load_hf(checkpoint)
     ids = torch.from_numpy(_prompts(batch, prompt_len, vocab, seed)).long()
     with torch.no_grad():
         start = time.perf_counter()

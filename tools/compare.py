@@ -75,9 +75,8 @@ def _engine_outputs(engine: Engine, ids: list[int]) -> np.ndarray:
         cache.release(row)
 
 
-def _reference(reference_dir: Path, head: str, use_hf: bool):
-    if not use_hf:
-        return load_model(reference_dir, head=head)
+def load_hf(checkpoint: str | Path, head: str = "causal-lm"):
+    """Hugging Face transformers' GPT-OSS model with `head` for `checkpoint`, float32, eval mode, quiet."""
     import transformers
 
     classes = {
@@ -87,7 +86,11 @@ def _reference(reference_dir: Path, head: str, use_hf: bool):
     }
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    return classes[head].from_pretrained(reference_dir, dtype=torch.float32).eval()
+    return classes[head].from_pretrained(checkpoint, dtype=torch.float32).eval()
+
+
+def _reference(reference_dir: Path, head: str, use_hf: bool):
+    return load_hf(reference_dir, head) if use_hf else load_model(reference_dir, head=head)
 
 
 def _reference_outputs(model, ids: list[int], use_hf: bool) -> np.ndarray:

@@ -51,6 +51,7 @@ class TorchBackend:
         import torch
 
         from gptoss.exporter import load_model
+        from gptoss.exporter.model import StepGraph
 
         if not manifest.source_checkpoint or not Path(manifest.source_checkpoint, "config.json").is_file():
             raise GptOssError(
@@ -60,13 +61,13 @@ class TorchBackend:
         self.manifest = manifest
         self._torch = torch
         dtype = getattr(torch, _PRECISIONS[manifest.precision])
-        self.model = load_model(manifest.source_checkpoint, head=manifest.head, dtype=dtype, device=device)
+        model = load_model(manifest.source_checkpoint, head=manifest.head, dtype=dtype, device=device)
+        self.model = StepGraph(model, manifest.all_positions).eval()
         self._device = device
-        self._per_token = manifest.all_positions or manifest.head == "token-classification"
         self._caches: list = []
 
     def allocate(self, batch: int, max_seq_len: int) -> None:
-        self._caches = self.model.model.allocate_kv_caches(batch, max_seq_len)
+        self._caches = self.model.model.model.allocate_kv_caches(batch, max_seq_len)
 
     def step(self, input_ids: np.ndarray, past_len: np.ndarray, new_len: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -76,8 +77,5 @@ class TorchBackend:
 
         ids, past, new = tensor(input_ids, torch.int64), tensor(past_len, torch.int32), tensor(new_len, torch.int32)
         with torch.no_grad():
-            outputs, self._caches = self.model.step(ids, past, new, self._caches)
-        if not self._per_token:
-            last = (new.long() - 1).clamp(min=0)
-            outputs = outputs[torch.arange(outputs.shape[0], device=outputs.device), last]
+            outputs, *self._caches = self.model(ids, past, new, self._caches)
         return outputs.float().cpu().numpy()
