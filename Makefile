@@ -5,11 +5,18 @@ CLI     := $(VENV)/bin/gptoss-export
 STAMP   := $(VENV)/.installed
 DEMO    := build/demo
 PLUGINS := build/plugins
-# TensorRT headers for the plugin glue (never committed): `make plugins` builds libgptoss_plugins.so only
-# when $(TENSORRT_ROOT)/include/NvInferRuntime.h exists; the kernels and C++ tests build regardless.
-TENSORRT_ROOT ?= /opt/tensorrt-oss
+# TensorRT headers for the plugin glue (never committed): libgptoss_plugins.so is built only when they are found;
+# the kernels and C++ tests build regardless. TENSORRT_ROOT names a TensorRT or TensorRT-RTX SDK (or any folder with
+# include/NvInferRuntime.h); unset, `make plugins` uses build/tensorrt-oss or /opt/tensorrt-oss, and first tries to
+# fetch the open-source headers of a pinned TensorRT release into build/tensorrt-oss (`make tensorrt-headers`).
+TENSORRT_ROOT    ?=
+TENSORRT_TAG     := v11.1
+TENSORRT_HEADERS := build/tensorrt-oss
+TENSORRT_URL     := https://github.com/NVIDIA/TensorRT/archive/refs/tags/$(TENSORRT_TAG).tar.gz
+FIND_TENSORRT    := for d in "$(TENSORRT_ROOT)" "$(CURDIR)/$(TENSORRT_HEADERS)" /opt/tensorrt-oss; do \
+                    [ -n "$$d" ] && [ -f "$$d/include/NvInferRuntime.h" ] && echo "$$d" && break; done
 
-.PHONY: demo test lint plugins clean
+.PHONY: demo test lint plugins tensorrt-headers clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,8 +37,17 @@ demo: $(STAMP)
 			--compute-capability sm89 --max-seq-len 1024 && $(CLI) inspect $(DEMO)/engine-rtx; \
 	else echo "$(PLUGINS)/libgptoss_plugins.so not built (TensorRT headers not found): skipping the TensorRT-RTX engine"; fi
 
-plugins:
-	cmake -S plugins -B $(PLUGINS) -DTENSORRT_ROOT=$(TENSORRT_ROOT) --log-level=NOTICE
+tensorrt-headers:
+	@if [ -n "$$($(FIND_TENSORRT))" ]; then echo "TensorRT headers: $$($(FIND_TENSORRT))/include"; \
+	elif mkdir -p $(TENSORRT_HEADERS).partial && curl -fsL --connect-timeout 10 --max-time 120 $(TENSORRT_URL) \
+		| tar -xz -C $(TENSORRT_HEADERS).partial --strip-components=1 --wildcards --no-wildcards-match-slash '*/include/*' 2>/dev/null; then \
+		rm -rf $(TENSORRT_HEADERS) && mv $(TENSORRT_HEADERS).partial $(TENSORRT_HEADERS) && \
+		echo "TensorRT headers $(TENSORRT_TAG): $(TENSORRT_HEADERS)/include"; \
+	else rm -rf $(TENSORRT_HEADERS).partial; \
+		echo "cannot download the TensorRT $(TENSORRT_TAG) headers: run 'git clone --depth 1 -b $(TENSORRT_TAG) https://github.com/NVIDIA/TensorRT && make plugins TENSORRT_ROOT=TensorRT' where the network allows, or set TENSORRT_ROOT to a TensorRT or TensorRT-RTX SDK"; fi
+
+plugins: tensorrt-headers
+	cmake -S plugins -B $(PLUGINS) -DTENSORRT_ROOT="$$($(FIND_TENSORRT))" --log-level=NOTICE
 	cmake --build $(PLUGINS) -j2
 	ctest --test-dir $(PLUGINS) --output-on-failure
 

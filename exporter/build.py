@@ -8,28 +8,20 @@ from pathlib import Path
 
 import torch
 
-from gptoss.runtime.manifest import (
-    CONTRACT_VERSION,
-    PLUGIN_NAMESPACE,
-    PLUGIN_VERSION,
-    TARGETS,
-    Manifest,
-    read_manifest,
-)
+from gptoss.runtime import contract
+from gptoss.runtime.manifest import TARGETS, Manifest, read_manifest
+from gptoss.runtime.op_signatures import DOMAIN, PLUGIN_NAMESPACE, PLUGIN_VERSION, VERSION
 
-from .config import HEADS, load_config
+from .config import GptOssConfig, load_config
 from .engine_dir import staged_engine_dir, write_manifest
 from .errors import ConfigError
 from .loading import load_model
-from .onnx_export import export_step_graph, graph_io, save_onnx
-from .onnx_functions import DOMAIN, ONNX_OPSET, VERSION
+from .onnx_export import export_step_graph, save_onnx
+from .onnx_functions import ONNX_OPSET
 from .progress import stage
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BuildOptions:
     """What to build; mirrors the `gptoss-export build` options."""
 
@@ -46,10 +38,9 @@ class BuildOptions:
     def validate(self) -> None:
         if self.target not in TARGETS:
             raise ConfigError(f"--target {self.target!r} is not supported, expected one of {', '.join(TARGETS)}")
-        if self.head not in HEADS:
-            raise ConfigError(f"--head {self.head!r} is unknown, expected one of {', '.join(HEADS)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision {self.precision!r} is not supported, expected one of fp32, fp16, bf16")
+        if self.head not in contract.HEADS:
+            raise ConfigError(f"--head {self.head!r} is unknown, expected one of {', '.join(contract.HEADS)}")
+        contract.precision(self.precision)
         if self.compute_capability and self.target == "onnx":
             raise ConfigError("--compute-capability applies to the tensorrt and tensorrt-rtx targets, not onnx")
         if self.max_batch < 1 or self.max_seq_len < 1:
@@ -58,8 +49,9 @@ class BuildOptions:
             )
 
 
-def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions = BuildOptions()) -> Manifest:
+def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions | None = None) -> Manifest:
     """Export `model_dir` into the engine directory `out_dir` and return its manifest."""
+    options = options or BuildOptions()
     options.validate()
     model_dir = Path(model_dir)
     config = load_config(model_dir)
@@ -68,7 +60,7 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions = Bu
             f"--max-seq-len {options.max_seq_len} exceeds the model's max_position_embeddings "
             f"{config.max_position_embeddings}"
         )
-    dtype = PRECISIONS[options.precision]
+    dtype = getattr(torch, contract.precision(options.precision).name)
     if options.target != "onnx":
         from . import trt_build
 
@@ -77,7 +69,7 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions = Bu
         with stage(f"loading {model_dir} ({config.num_hidden_layers} layers, {options.precision})"):
             model = load_model(model_dir, head=options.head, dtype=dtype)
         with stage("exporting the cache step to ONNX"):
-            onnx_model = export_step_graph(model, options.all_positions)
+            onnx_model = export_step_graph(model, options.all_positions, options.precision)
         files = {"onnx": staging / "model.onnx", "onnx_data": staging / "model.onnx.data"}
         with stage("writing model.onnx and its external weights"):
             save_onnx(onnx_model, files["onnx"], files["onnx_data"].name)
@@ -85,18 +77,17 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions = Bu
         tokenizer = model_dir / "tokenizer.json"
         if tokenizer.is_file():
             files["tokenizer"] = Path(shutil.copyfile(tokenizer, staging / "tokenizer.json"))
-        io = graph_io(config, options.head, options.all_positions, DTYPE_NAMES[dtype])
+        io = contract.graph_io(config, options.head, options.all_positions, options.precision)
         target_info = {}
         if options.target != "onnx":
-            target_info = _build_engine(staging, files, options, config, io.inputs)
+            target_info = _build_engine(staging, files, options, config, io)
         manifest = Manifest(
             engine_dir=Path(out_dir),
             target=options.target,
             head=options.head,
             precision=options.precision,
-            config=config.to_dict(),
-            inputs=io.inputs,
-            outputs=io.outputs,
+            config=config,
+            io=io,
             files={},
             max_batch=options.max_batch,
             max_seq_len=options.max_seq_len,
@@ -112,14 +103,16 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions = Bu
             },  # fmt: skip
             target_info=target_info,
             source_checkpoint=str(model_dir.resolve()),
-            contract_version=CONTRACT_VERSION,
+            contract_version=contract.CONTRACT_VERSION,
         )
         with stage("hashing files and writing manifest.json"):
             write_manifest(staging, manifest, files)
     return read_manifest(out_dir)
 
 
-def _build_engine(staging: Path, files: dict[str, Path], options: BuildOptions, config, inputs) -> dict:
+def _build_engine(
+    staging: Path, files: dict[str, Path], options: BuildOptions, config: GptOssConfig, io: contract.GraphIO
+) -> dict:
     """Build `engine.plan` next to the ONNX file and ship the plugin library with it."""
     from . import trt_build
 
@@ -132,7 +125,7 @@ def _build_engine(staging: Path, files: dict[str, Path], options: BuildOptions, 
             files["engine"],
             target=options.target,
             config=config,
-            inputs=inputs,
+            io=io,
             max_batch=options.max_batch,
             max_seq_len=options.max_seq_len,
             plugin_library=library,

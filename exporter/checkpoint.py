@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from gptoss.runtime.op_signatures import MXFP4_BLOCK, MXFP4_BLOCK_BYTES
+
 from .config import GptOssConfig
 from .errors import CheckpointError
-from .mxfp4 import BLOCK_SIZE, BYTES_PER_BLOCK
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -117,13 +118,13 @@ def expert_specs(config: GptOssConfig, layer: int) -> dict[str, TensorSpec]:
     if c.is_mxfp4:
         specs |= {
             "gate_up_weight": TensorSpec(
-                prefix + "gate_up_proj_blocks", (e, 2 * i, h // BLOCK_SIZE, BYTES_PER_BLOCK), PACKED_DTYPES
+                prefix + "gate_up_proj_blocks", (e, 2 * i, h // MXFP4_BLOCK, MXFP4_BLOCK_BYTES), PACKED_DTYPES
             ),
-            "gate_up_scales": TensorSpec(prefix + "gate_up_proj_scales", (e, 2 * i, h // BLOCK_SIZE), PACKED_DTYPES),
+            "gate_up_scales": TensorSpec(prefix + "gate_up_proj_scales", (e, 2 * i, h // MXFP4_BLOCK), PACKED_DTYPES),
             "down_weight": TensorSpec(
-                prefix + "down_proj_blocks", (e, h, i // BLOCK_SIZE, BYTES_PER_BLOCK), PACKED_DTYPES
+                prefix + "down_proj_blocks", (e, h, i // MXFP4_BLOCK, MXFP4_BLOCK_BYTES), PACKED_DTYPES
             ),
-            "down_scales": TensorSpec(prefix + "down_proj_scales", (e, h, i // BLOCK_SIZE), PACKED_DTYPES),
+            "down_scales": TensorSpec(prefix + "down_proj_scales", (e, h, i // MXFP4_BLOCK), PACKED_DTYPES),
         }
     else:
         specs |= {

@@ -27,7 +27,7 @@ def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show de
 @app.command()
 def inspect(path: Annotated[Path, typer.Argument(help="A checkpoint or engine directory.")]) -> None:
     """Print a checkpoint's config, layer types, parameter counts and expert format, or an engine's manifest."""
-    from .summary import describe, describe_engine
+    from .inspection import describe, describe_engine
 
     typer.echo(describe_engine(path) if (path / "manifest.json").is_file() else describe(path))
 
@@ -64,8 +64,9 @@ def build(
         model_dir = write_demo_model(out.parent / f"{out.name}-checkpoint")
         typer.echo(f"demo checkpoint  {model_dir}")
     options = BuildOptions(
-        target, head, precision, max_batch, max_seq_len, all_positions, compute_capability, plugin_lib
-    )
+        target=target, head=head, precision=precision, max_batch=max_batch, max_seq_len=max_seq_len,
+        all_positions=all_positions, compute_capability=compute_capability, plugin_library=plugin_lib,
+    )  # fmt: skip
     manifest = run_build(model_dir, out, options)
     typer.echo(f"engine directory {manifest.engine_dir}")
     for role, entry in manifest.files.items():
@@ -99,16 +100,11 @@ def generate(
         max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
     )
     if chat:
-        from gptoss.runtime.chat import REPLY_STOP_TOKENS, Message, encode_conversation, parse_reply
+        from gptoss.runtime.chat import Message
 
-        if engine.tokenizer is None:
-            raise GptOssError(f"{engine_dir}: --chat needs the engine's tokenizer.json")
-        stop_ids = [engine.tokenizer.special_id(t) for t in REPLY_STOP_TOKENS]
         for text in prompt:
             messages = ([Message("developer", system)] if system else []) + [Message("user", text)]
-            ids = encode_conversation(engine.tokenizer, messages, reasoning_effort=reasoning)
-            result = engine.generate(ids, stop=stop_ids, **options)[0]
-            reply = parse_reply(result.text)
+            reply = engine.chat(messages, reasoning_effort=reasoning, **options)
             if reply.analysis:
                 typer.echo(f"[analysis] {reply.analysis}")
             typer.echo(f"[final] {reply.final}")

@@ -1,4 +1,5 @@
-"""Typed, validated GPT-OSS configuration read from a Hugging Face `config.json`."""
+"""Typed, validated GPT-OSS configuration read from a Hugging Face `config.json`; imports no torch (the runtime
+reads engine manifests with it)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from gptoss.runtime.errors import ConfigError
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
-HEADS = ("causal-lm", "sequence-classification", "token-classification")
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,8 @@ class GptOssConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GptOssConfig:
-        """Inverse of `to_dict` (used by engine manifests)."""
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> GptOssConfig:
+        """Inverse of `to_dict` (used by engine manifests); `source` names the origin in errors."""
         data = dict(data)
         data["rope"] = RopeConfig(**data["rope"])
         quant = data["quantization"]
@@ -95,7 +95,7 @@ class GptOssConfig:
         data["eos_token_ids"] = tuple(data["eos_token_ids"])
         data["id2label"] = {int(k): v for k, v in data["id2label"].items()}
         config = cls(**data)
-        validate(config)
+        validate(config, source)
         return config
 
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gptoss.runtime.contract import HEADS
+
 from .checkpoint import Checkpoint, TensorSpec, expert_specs, head_specs, layer_specs
-from .config import HEADS, GptOssConfig, load_config
+from .config import GptOssConfig, load_config
 from .errors import ConfigError
 from .model import MODEL_CLASSES, GptOssWithHead
 

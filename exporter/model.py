@@ -1,6 +1,6 @@
 """A tracing-friendly GPT-OSS in PyTorch: no Python control flow depends on tensor values.
 
-Every forward runs through the KV-cache contract of DESIGN.md: `step(input_ids, past_len, new_len,
+Every forward runs through the KV-cache contract (docs/graph-contract.md): `step(input_ids, past_len, new_len,
 kv_caches)` processes `S` new tokens per row (rows right-padded, `new_len` valid) after `past_len`
 cached ones. The Hugging Face-like `forward(input_ids, attention_mask)` is a step from an empty cache.
 Parameters are allocated uninitialised: every value comes from a checkpoint (see `loading.py`).
@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from gptoss.runtime import contract
 
 from . import ops, rope
 from .config import GptOssConfig
@@ -292,7 +294,11 @@ class StepGraph(nn.Module):
     def __init__(self, model: GptOssWithHead, all_positions: bool) -> None:
         super().__init__()
         self.model = model
-        self.per_token = all_positions or isinstance(model, GptOssForTokenClassification)
+        self.per_token = contract.outputs_every_position(model.head, all_positions)
+
+    def allocate_kv_caches(self, batch: int, max_seq_len: int) -> list[torch.Tensor]:
+        """Zeroed caches for `batch` rows (see `GptOssModel.allocate_kv_caches`)."""
+        return self.model.model.allocate_kv_caches(batch, max_seq_len)
 
     def forward(self, input_ids, past_len, new_len, kv_caches):
         hidden, kv_caches = self.model.model(input_ids, past_len, new_len, kv_caches)

@@ -1,6 +1,6 @@
 """MXFP4 (OCP microscaling FP4 E2M1 with E8M0 block-32 scales), as GPT-OSS stores its experts.
 
-Layout (gptoss-model.md 5.4): `blocks [..., G, 16]` uint8 holds 32 elements per block `g` along the
+Layout (docs/numerics.md): `blocks [..., G, 16]` uint8 holds 32 elements per block `g` along the
 last (input) axis, element `32g+2j` in the low nibble of byte `j` and `32g+2j+1` in the high nibble;
 `scales [..., G]` uint8 holds the exponent `2^(s-127)` of each block.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-BLOCK_SIZE = 32
-BYTES_PER_BLOCK = BLOCK_SIZE // 2
+from gptoss.runtime.op_signatures import MXFP4_BLOCK_BYTES
+
 SCALE_BIAS = 127
 
 # FP4 E2M1 code -> value (sign | 2-bit exponent, bias 1 | 1-bit mantissa; subnormal at exponent 0).
@@ -24,10 +24,10 @@ def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = 
     """
     if blocks.dtype != torch.uint8 or scales.dtype != torch.uint8:
         raise TypeError(f"MXFP4 blocks and scales must be uint8, got {blocks.dtype} and {scales.dtype}")
-    if blocks.shape[:-1] != scales.shape or blocks.shape[-1] != BYTES_PER_BLOCK:
+    if blocks.shape[:-1] != scales.shape or blocks.shape[-1] != MXFP4_BLOCK_BYTES:
         raise ValueError(
             f"MXFP4 blocks {tuple(blocks.shape)} do not match scales {tuple(scales.shape)} "
-            f"(expected blocks [..., G, {BYTES_PER_BLOCK}] and scales [..., G])"
+            f"(expected blocks [..., G, {MXFP4_BLOCK_BYTES}] and scales [..., G])"
         )
     lut = torch.tensor(FP4_VALUES, dtype=torch.float32, device=blocks.device)
     low = lut[(blocks & 0x0F).long()]

@@ -1,26 +1,53 @@
 """Standard-ONNX definitions of the `gptoss` ops, stored in each exported model as local functions.
 
-ONNX Runtime (and any ONNX consumer without the TensorRT plugins) inlines these, so it runs the very
-file the engine builder takes. They restate `ops.py` in ONNX operators and must stay equivalent to it.
-The MoE body depends on the weight format, so the exporter stores the variant its model uses.
+ONNX Runtime (and any ONNX consumer without the TensorRT plugins) inlines these, so it runs the very file the
+engine builder takes. The bodies restate `ops.py` in ONNX operators and must stay equivalent to it. Each body
+takes only the inputs and attributes it uses; `local_function` wraps it in a function with the op's whole
+signature (`gptoss.runtime.op_signatures`). The MoE body depends on the weight format, so the exporter stores
+the variant its model uses.
 """
 
 from __future__ import annotations
+
+import onnx_ir as ir
 
 # onnxscript compiles these functions from their Python source: only ONNX operators inside them.
 import onnxscript
 from onnxscript import FLOAT, INT64, UINT8
 from onnxscript import opset21 as op
 
-DOMAIN = "gptoss"
-VERSION = 1
+from gptoss.runtime.op_signatures import DOMAIN, PLUGIN_ATTRIBUTES, VERSION, OpSignature
+
 OPSET = onnxscript.values.Opset(DOMAIN, VERSION)
 ONNX_OPSET = 21
 _INT64_MAX = 9223372036854775807
+_ATTRIBUTE_TYPES = {int: ir.AttributeType.INT, float: ir.AttributeType.FLOAT, str: ir.AttributeType.STRING}
+
+
+def local_function(signature: OpSignature, body: onnxscript.OnnxFunction) -> ir.Function:
+    """The model-local function `gptoss::<op>`: the op's inputs, outputs and attributes (the plugin attributes
+    included), computed by one call of `body` with the inputs and attributes it names."""
+    proto = body.to_function_proto()
+    inputs = {t.name: ir.Value(name=t.name) for t in signature.inputs}
+    kinds = {a.name: _ATTRIBUTE_TYPES[a.kind] for a in signature.attributes}
+    call = ir.Node(
+        proto.domain,
+        proto.name,
+        [inputs[name] for name in proto.input],
+        attributes=[ir.RefAttr(name, name, kinds[name]) for name in proto.attribute],
+        num_outputs=len(signature.outputs),
+    )
+    for value, output in zip(call.outputs, signature.outputs, strict=True):
+        value.name = output.name
+    graph = ir.Graph(
+        list(inputs.values()), list(call.outputs), nodes=[call], opset_imports={"": ONNX_OPSET, DOMAIN: VERSION}
+    )
+    declared = [ir.Attr(name, ir.AttributeType.UNDEFINED, None) for name in [*kinds, *PLUGIN_ATTRIBUTES]]
+    return ir.Function(DOMAIN, signature.name, graph=graph, attributes=declared)
 
 
 @onnxscript.script(opset=OPSET, default_opset=op)
-def SinkAttention(  # noqa: N802  (ONNX op names are CamelCase)
+def SinkAttentionBody(  # noqa: N802  (ONNX function names are CamelCase)
     q,
     k,
     v,
@@ -33,8 +60,6 @@ def SinkAttention(  # noqa: N802  (ONNX op names are CamelCase)
     head_dim: int,
     sliding_window: int,
     scale: float,
-    plugin_version: str,
-    plugin_namespace: str,
 ):
     zero = op.Constant(value_ints=[0])
     one = op.Constant(value_ints=[1])
@@ -166,7 +191,7 @@ def DequantizeMXFP4(blocks, scales):  # noqa: N802
 
 
 @onnxscript.script(opset=OPSET, default_opset=op)
-def MoEMxfp4(  # noqa: N802  (stored in the model as gptoss::MoE)
+def MoEMxfp4Body(  # noqa: N802
     hidden,
     expert_ids,
     expert_weights,
@@ -176,15 +201,8 @@ def MoEMxfp4(  # noqa: N802  (stored in the model as gptoss::MoE)
     down_weight,
     down_scales,
     down_bias,
-    num_experts: int,
-    top_k: int,
-    hidden_size: int,
-    intermediate_size: int,
-    weight_format: str,
     swiglu_alpha: float,
     swiglu_limit: float,
-    plugin_version: str,
-    plugin_namespace: str,
 ):
     experts = op.Unique(op.Reshape(op.Cast(expert_ids, to=INT64.dtype), op.Constant(value_ints=[-1])))
     gate_up_w = DequantizeMXFP4(op.Gather(gate_up_weight, experts, axis=0), op.Gather(gate_up_scales, experts, axis=0))
@@ -196,26 +214,10 @@ def MoEMxfp4(  # noqa: N802  (stored in the model as gptoss::MoE)
 
 
 @onnxscript.script(opset=OPSET, default_opset=op)
-def MoEFloat(  # noqa: N802  (stored in the model as gptoss::MoE)
-    hidden,
-    expert_ids,
-    expert_weights,
-    gate_up_weight,
-    gate_up_scales,
-    gate_up_bias,
-    down_weight,
-    down_scales,
-    down_bias,
-    num_experts: int,
-    top_k: int,
-    hidden_size: int,
-    intermediate_size: int,
-    weight_format: str,
-    swiglu_alpha: float,
+def MoEFloatBody(  # noqa: N802
+    hidden, expert_ids, expert_weights, gate_up_weight, gate_up_bias, down_weight, down_bias, swiglu_alpha: float,
     swiglu_limit: float,
-    plugin_version: str,
-    plugin_namespace: str,
-):
+):  # fmt: skip
     experts = op.Unique(op.Reshape(op.Cast(expert_ids, to=INT64.dtype), op.Constant(value_ints=[-1])))
     gate_up_w = op.Cast(op.Gather(gate_up_weight, experts, axis=0), to=FLOAT.dtype)
     down_w = op.Cast(op.Gather(down_weight, experts, axis=0), to=FLOAT.dtype)

@@ -1,15 +1,52 @@
 """The two custom operators of gptoss-export, as PyTorch ops with real eager implementations.
 
-`gptoss::sink_attention` and `gptoss::moe` are what the ONNX export turns into the `gptoss`
-domain nodes `SinkAttention` and `MoE`, and what the TensorRT plugins implement in CUDA; the eager
-code here is the reference the other two are checked against (see DESIGN.md, "The two custom ops").
+`gptoss::sink_attention` and `gptoss::moe` are what the ONNX export turns into the `gptoss` domain nodes
+`SinkAttention` and `MoE`, and what the TensorRT plugins implement in CUDA; the eager code here is the reference
+the other two are checked against (docs/ops.md). Each op's schema and fake come from its declaration in
+`gptoss.runtime.op_signatures`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
+from gptoss.runtime.op_signatures import MOE, SINK_ATTENTION, OpSignature
+
 from . import mxfp4
+
+_SCHEMA_TYPES = {int: "int", float: "float", str: "str"}
+
+
+def torch_schema(signature: OpSignature) -> str:
+    """The PyTorch schema of `signature`'s op, e.g. `(Tensor q, Tensor? s, int n, float a=1.0) -> (Tensor, Tensor)`."""
+    tensors = [f"Tensor{'?' if t.optional else ''} {t.name}" for t in signature.inputs]
+    attributes = [
+        f"{_SCHEMA_TYPES[a.kind]} {a.name}" + ("" if a.default is None else f"={a.default!r}")
+        for a in signature.passed_attributes
+    ]
+    outputs = ", ".join("Tensor" for _ in signature.outputs)
+    return f"({', '.join(tensors + attributes)}) -> " + (outputs if len(signature.outputs) == 1 else f"({outputs})")
+
+
+def define(signature: OpSignature, implementation: Callable) -> Callable:
+    """Register `implementation` as `gptoss::<torch_name>` with the schema and fake derived from `signature`."""
+
+    def run(*args, **kwargs):  # the dispatcher passes what the caller gave: fill in the defaults
+        return implementation(**signature.bind(args, kwargs))
+
+    op = torch.library.custom_op(
+        f"gptoss::{signature.torch_name}", run, mutates_args=(), schema=torch_schema(signature)
+    )
+
+    def fake(*args, **kwargs):
+        values = signature.bind(args, kwargs)
+        outputs = tuple(torch.empty_like(values[t.like]) for t in signature.outputs)
+        return outputs if len(outputs) > 1 else outputs[0]
+
+    op.register_fake(fake)
+    return op
 
 
 def cache_slots(past_len: torch.Tensor, capacity: int, sliding_window: int) -> torch.Tensor:
@@ -87,8 +124,7 @@ def _check_cache(kv_cache: torch.Tensor, past_len: torch.Tensor, new_len: torch.
         raise ValueError("past_len and new_len must be non-negative")
 
 
-@torch.library.custom_op("gptoss::sink_attention", mutates_args=())
-def sink_attention(
+def _sink_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -102,7 +138,7 @@ def sink_attention(
     sliding_window: int,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grouped-query attention with per-head sinks over a KV cache (DESIGN.md `SinkAttention`).
+    """Grouped-query attention with per-head sinks over a KV cache (docs/ops.md, `SinkAttention`).
 
     q `[B,S,Hq*D]`, k/v `[B,S,Hkv*D]` (RoPE applied), sinks `[Hq]`, kv_cache `[B,2,Hkv,C,D]`,
     past_len/new_len `[B]` int32. Returns `out [B,S,Hq*D]` (zeros for padded queries) and the updated cache.
@@ -127,9 +163,7 @@ def sink_attention(
     return out, update_cache(kv_cache, kh, vh, past_len, new_len, sliding_window)
 
 
-@sink_attention.register_fake
-def _(q, k, v, sinks, kv_cache, past_len, new_len, num_heads, num_kv_heads, head_dim, sliding_window, scale):
-    return torch.empty_like(q), torch.empty_like(kv_cache)
+sink_attention = define(SINK_ATTENTION, _sink_attention)
 
 
 def expert_weight(weight: torch.Tensor, scales: torch.Tensor | None, expert: int) -> torch.Tensor:
@@ -146,8 +180,7 @@ def swiglu(gate_up: torch.Tensor, alpha: float, limit: float) -> torch.Tensor:
     return gate * torch.sigmoid(gate * alpha) * (up + 1)
 
 
-@torch.library.custom_op("gptoss::moe", mutates_args=())
-def moe(
+def _moe(
     hidden: torch.Tensor,
     expert_ids: torch.Tensor,
     expert_weights: torch.Tensor,
@@ -160,7 +193,7 @@ def moe(
     swiglu_alpha: float,
     swiglu_limit: float,
 ) -> torch.Tensor:
-    """Routed experts with clamped SwiGLU (DESIGN.md `MoE`).
+    """Routed experts with clamped SwiGLU (docs/ops.md, `MoE`).
 
     hidden `[T,H]`, expert_ids `[T,K]` int32, expert_weights `[T,K]`. Weights are `[out, in]` per expert:
     gate_up `[E,2I,H]`, down `[E,H,I]` as floats, or MXFP4 `blocks [E,out,in/32,16]` with
@@ -179,18 +212,4 @@ def moe(
     return out.to(hidden.dtype)
 
 
-@moe.register_fake
-def _(
-    hidden,
-    expert_ids,
-    expert_weights,
-    gate_up_weight,
-    gate_up_scales,
-    gate_up_bias,
-    down_weight,
-    down_scales,
-    down_bias,
-    swiglu_alpha,
-    swiglu_limit,
-):
-    return torch.empty_like(hidden)
+moe = define(MOE, _moe)

@@ -1,4 +1,4 @@
-"""YaRN rotary position embedding of GPT-OSS (gptoss-model.md 2.4), computed in float32 like HF."""
+"""YaRN rotary position embedding of GPT-OSS (docs/numerics.md), computed in float32 like HF."""
 
 from __future__ import annotations
 

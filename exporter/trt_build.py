@@ -16,16 +16,16 @@ from typing import Any
 
 import onnx
 
+from gptoss.runtime import contract
 from gptoss.runtime.errors import GptOssError
-from gptoss.runtime.manifest import PLUGIN_NAMESPACE, PLUGIN_VERSION
-from gptoss.runtime.tensorrt_modules import import_tensorrt
+from gptoss.runtime.op_signatures import DOMAIN, MOE, PLUGIN_NAMESPACE, PLUGIN_VERSION, SIGNATURES
+from gptoss.runtime.tensorrt_import import import_tensorrt
 
 from .config import GptOssConfig
 
 log = logging.getLogger(__name__)
 progress_log = logging.getLogger("gptoss.progress")
 
-PLUGIN_NAMES = ("SinkAttention", "MoE")
 PLUGIN_LIBRARY_NAME = "libgptoss_plugins.so"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,10 +52,6 @@ def profiles_for(max_batch: int, max_seq_len: int) -> list[Profile]:
         Profile("prefill", (1, max(1, max_batch // 2), max_batch), (1, min(512, max_seq_len), max_seq_len), cache),
         Profile("decode", (1, max_batch, max_batch), (1, 1, 1), cache),
     ]
-
-
-def _shape(dims: list, sizes: dict[str, int]) -> tuple[int, ...]:
-    return tuple(sizes[d] if isinstance(d, str) else d for d in dims)
 
 
 # What TensorRT-RTX reports when it probes for a GPU during an ahead-of-time build on a machine without one.
@@ -163,11 +159,11 @@ def load_plugins(trt: ModuleType, builder: Any, library: Path) -> None:
     registry = builder.get_plugin_registry()
     if registry.load_library(str(library)) is None:
         raise GptOssError(f"{library}: TensorRT could not load it as a plugin library (see the log with -v)")
-    for name in PLUGIN_NAMES:
-        if registry.get_creator(name, PLUGIN_VERSION, PLUGIN_NAMESPACE) is None:
+    for signature in SIGNATURES:
+        if registry.get_creator(signature.name, PLUGIN_VERSION, PLUGIN_NAMESPACE) is None:
             raise GptOssError(
-                f"{library}: no plugin {name!r} version {PLUGIN_VERSION!r} (the ONNX file needs that version; "
-                "rebuild the plugins from this checkout)"
+                f"{library}: no plugin {signature.name!r} version {PLUGIN_VERSION!r} (the ONNX file needs that "
+                "version; rebuild the plugins from this checkout)"
             )
 
 
@@ -181,12 +177,12 @@ def tensorrt_view(onnx_path: Path) -> bytes:
       null tensors, which TensorRT rejects for plugins.
     """
     model = onnx.load(str(onnx_path), load_external_data=False)
-    kept = [f for f in model.functions if f.domain != "gptoss"]
+    kept = [f for f in model.functions if f.domain != DOMAIN]
     del model.functions[:]
     model.functions.extend(kept)
     byte_inputs = set()
     for node in model.graph.node:
-        if node.domain == "gptoss" and node.op_type == "MoE":
+        if node.domain == DOMAIN and node.op_type == MOE.name:
             byte_inputs.update(node.input)
             present = [name for name in node.input if name]
             del node.input[:]
@@ -203,7 +199,7 @@ def build_engine(
     *,
     target: str,
     config: GptOssConfig,
-    inputs: dict[str, dict],
+    io: contract.GraphIO,
     max_batch: int,
     max_seq_len: int,
     plugin_library: Path,
@@ -228,9 +224,9 @@ def build_engine(
     profiles = profiles_for(max_batch, max_seq_len)
     for profile in profiles:
         optimization_profile = builder.create_optimization_profile()
-        for name, spec in inputs.items():
+        for name, spec in io.inputs.items():
             shapes = [
-                _shape(spec["shape"], {"batch": b, "seq_len": s, "max_seq_len": m})
+                spec.concrete(**{contract.BATCH: b, contract.SEQ_LEN: s, contract.MAX_SEQ_LEN: m})
                 for b, s, m in zip(profile.batch, profile.seq_len, profile.max_seq_len, strict=True)
             ]
             optimization_profile.set_shape(name, *shapes)

@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .backends import Backend, open_backend
+from .cache_rows import CacheRows
+from .chat import REPLY_STOP_TOKENS, Message, Reply, encode_conversation, parse_reply
 from .errors import GptOssError
 from .generation import GenerationResult, Increment, StopCriteria, collect, stream_generation
-from .kv_cache import KVCache
-from .manifest import MANIFEST, PLUGIN_VERSION, Manifest, read_manifest
+from .manifest import MANIFEST, Manifest, read_manifest
+from .op_signatures import PLUGIN_VERSION
 from .sampling import SamplingParams
 from .tokenizer import DEFAULT_STOP_TOKENS, Tokenizer
 
@@ -36,7 +39,7 @@ class Engine:
         self.backend = backend
         self.tokenizer = tokenizer
         self.config = manifest.config
-        self._cache: KVCache | None = None
+        self._rows: CacheRows | None = None
 
     @classmethod
     def load(cls, engine_dir: str | Path, backend: str | None = None, *, verify_checksums: bool = True) -> Engine:
@@ -70,7 +73,7 @@ class Engine:
             ids = self.tokenizer.encode(prompt)
         else:
             ids = [int(t) for t in prompt]
-        vocab = self.config["vocab_size"]
+        vocab = self.config.vocab_size
         if not ids:
             raise GptOssError(f"prompt {index} is empty")
         bad = [t for t in ids if not 0 <= t < vocab]
@@ -92,17 +95,17 @@ class Engine:
         return [self.encode(p, i) for i, p in enumerate(prompt_list)]
 
     def default_stop_ids(self) -> frozenset[int]:
-        ids = set(self.config["eos_token_ids"])
+        ids = set(self.config.eos_token_ids)
         if self.tokenizer is not None:
             ids |= {i for i in map(self.tokenizer.token_id, DEFAULT_STOP_TOKENS) if i is not None}
         return frozenset(ids)
 
-    def kv_cache(self, batch: int) -> KVCache:
+    def cache_rows(self, batch: int) -> CacheRows:
         """The engine's cache rows, reallocated only when the batch size changes (the backend holds one set)."""
         batch = min(batch, self.manifest.max_batch)
-        if self._cache is None or self._cache.batch != batch:
-            self._cache = KVCache(self.backend, batch, self.manifest.max_seq_len)
-        return self._cache
+        if self._rows is None or self._rows.batch != batch:
+            self._rows = CacheRows(self.backend, batch, self.manifest.max_seq_len)
+        return self._rows
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids) if self.tokenizer is not None else ""
@@ -132,9 +135,27 @@ class Engine:
         params.validate()
         criteria = self._stop_criteria(stop)
         increments = stream_generation(
-            self.kv_cache(len(encoded)), encoded, max_new_tokens, params, criteria, self._decode
+            self.cache_rows(len(encoded)), encoded, max_new_tokens, params, criteria, self._decode
         )
         return increments if stream else collect(increments, encoded)
+
+    def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        reasoning_effort: str = "medium",
+        max_new_tokens: int = 256,
+        **sampling: Any,
+    ) -> Reply:
+        """The assistant's reply to a conversation, rendered in the harmony format (runtime/chat.py) and parsed
+        into its channels (`reply.analysis`, `reply.final`). Generation stops where the assistant's turn ends;
+        `sampling` takes `generate`'s do_sample, temperature, top_k, top_p and seed."""
+        if self.tokenizer is None:
+            raise GptOssError(f"{self.manifest.engine_dir}: chat needs the engine's tokenizer.json")
+        ids = encode_conversation(self.tokenizer, messages, reasoning_effort=reasoning_effort)
+        stop = [self.tokenizer.special_id(token) for token in REPLY_STOP_TOKENS]
+        result = self.generate(ids, max_new_tokens=max_new_tokens, stop=stop, **sampling)[0]
+        return parse_reply(result.text)
 
     def _stop_criteria(self, stop: Sequence[str | int] | None) -> StopCriteria:
         if stop is None:
@@ -150,17 +171,17 @@ class Engine:
         if self.manifest.head not in ("sequence-classification", "token-classification"):
             raise GptOssError(f"{self.manifest.engine_dir}: a {self.manifest.head} engine cannot classify")
         encoded = self._encode_all(inputs)
-        names = self.config["id2label"]
+        names = self.config.id2label
         results = []
         for start in range(0, len(encoded), self.manifest.max_batch):
             chunk = encoded[start : start + self.manifest.max_batch]
-            cache = self.kv_cache(len(chunk))
-            rows = [cache.acquire() for _ in chunk]
-            scores = cache.step(dict(zip(rows, chunk, strict=True)))
-            for row, ids in zip(rows, chunk, strict=True):
-                cache.release(row)
+            rows = self.cache_rows(len(chunk))
+            taken = [rows.acquire() for _ in chunk]
+            scores = rows.step(dict(zip(taken, chunk, strict=True)))
+            for row, ids in zip(taken, chunk, strict=True):
+                rows.release(row)
                 row_scores = scores[row, : len(ids)] if scores.ndim == 3 else scores[row]
                 best = row_scores.argmax(-1)
-                labels = names[str(best)] if best.ndim == 0 else [names[str(b)] for b in best]
+                labels = names[int(best)] if best.ndim == 0 else [names[int(b)] for b in best]
                 results.append(Classification(ids, row_scores, labels))
         return results

@@ -1,4 +1,4 @@
-"""Generation over a `KVCache`: continuous batching of prompts of any length, prefill then decode.
+"""Generation over `CacheRows`: continuous batching of prompts of any length, prefill then decode.
 
 Rows that finish take the next queued prompt at once (their cache slots are reused), so a batch of
 prompts is served in as few steps as the engine's batch size allows. Every step feeds each active row
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .kv_cache import KVCache
+from .cache_rows import CacheRows
 from .sampling import SamplingParams, choose_token
 
 
@@ -58,7 +58,7 @@ def _rng(params: SamplingParams, index: int) -> np.random.Generator:
 
 
 def stream_generation(
-    cache: KVCache,
+    rows: CacheRows,
     prompts: Sequence[list[int]],
     max_new_tokens: int,
     params: SamplingParams,
@@ -70,19 +70,19 @@ def stream_generation(
     active: dict[int, _Request] = {}
     feed: dict[int, list[int]] = {}
     while queue or active:
-        while queue and not cache.in_use.all():
+        while queue and not rows.in_use.all():
             request = queue.popleft()
-            row = cache.acquire()
+            row = rows.acquire()
             active[row], feed[row] = request, request.prompt
-        logits = cache.step(feed)
+        logits = rows.step(feed)
         feed = {}
         for row, request in list(active.items()):
             token = choose_token(logits[row], params, request.rng)
             # `room`: cache slots left; the token just chosen would take the next one.
-            increment = _advance(request, token, stop, decode, room=cache.max_seq_len - int(cache.lengths[row]))
+            increment = _advance(request, token, stop, decode, room=rows.max_seq_len - int(rows.lengths[row]))
             yield increment
             if request.finish_reason:
-                cache.release(row)
+                rows.release(row)
                 del active[row]
             else:
                 feed[row] = [token]

@@ -1,6 +1,7 @@
 """`manifest.json` of an engine directory: what was built, its I/O contract, and file checksums.
 
-The runtime reads every name and shape from here, never from guesses. Reading it imports no torch.
+The runtime reads every name and shape from here, never from guesses (docs/engine-directory.md). Reading it
+imports no torch.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gptoss.exporter.config import GptOssConfig
+
+from .contract import CONTRACT_VERSION, GraphIO
 from .errors import GptOssError
 
 MANIFEST = "manifest.json"
-CONTRACT_VERSION = 1
-PLUGIN_VERSION = "1"  # version of the gptoss ops and TensorRT plugins this code speaks
-PLUGIN_NAMESPACE = ""
 TARGETS = ("onnx", "tensorrt", "tensorrt-rtx")
 
 
@@ -41,9 +42,8 @@ class Manifest:
     target: str
     head: str
     precision: str
-    config: dict[str, Any]
-    inputs: dict[str, dict]
-    outputs: dict[str, dict]
+    config: GptOssConfig
+    io: GraphIO
     files: dict[str, dict]
     max_batch: int
     max_seq_len: int
@@ -56,8 +56,8 @@ class Manifest:
     contract_version: int = CONTRACT_VERSION
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in self.__dict__.items() if k != "engine_dir"}
-        return data
+        data = {k: v for k, v in self.__dict__.items() if k not in ("engine_dir", "config", "io")}
+        return {"config": self.config.to_dict(), **self.io.to_json(), **data}
 
     def path(self, role: str) -> Path:
         """Path of the file registered under `role` (e.g. 'onnx', 'onnx_data', 'engine')."""
@@ -101,6 +101,8 @@ def read_manifest(engine_dir: str | Path) -> Manifest:
     if data.get("target") not in TARGETS:
         raise ManifestError(f"{path}: target {data.get('target')!r}, expected one of {', '.join(TARGETS)}")
     try:
-        return Manifest(engine_dir=engine_dir, **data)
-    except TypeError as exc:
+        config = GptOssConfig.from_dict(data.pop("config"), source=f"{path}: config")
+        io = GraphIO.from_json(data.pop("inputs"), data.pop("outputs"))
+        return Manifest(engine_dir=engine_dir, config=config, io=io, **data)
+    except (TypeError, KeyError, AttributeError) as exc:
         raise ManifestError(f"{path}: missing or unexpected field ({exc})") from None

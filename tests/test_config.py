@@ -7,8 +7,8 @@ import torch
 
 from gptoss.exporter.config import FULL, SLIDING, parse_config
 from gptoss.exporter.errors import ConfigError
+from gptoss.exporter.inspection import parameter_counts
 from gptoss.exporter.rope import yarn_inv_freq
-from gptoss.exporter.summary import parameter_counts
 
 HUB_20B = {
     "num_hidden_layers": 24, "num_local_experts": 32, "experts_per_token": 4, "head_dim": 64,
@@ -32,7 +32,7 @@ def test_hub_20b_config_and_published_parameter_counts():
 def test_yarn_frequencies_match_reference_table():
     inv_freq, scale = yarn_inv_freq(parse_config(HUB_20B).rope, 64)
     assert scale == pytest.approx(1.3465736, abs=1e-7)
-    # Values from gptoss-model.md 2.4 (no truncation of the correction range).
+    # Values of the YaRN worked example in docs/numerics.md (no truncation of the correction range).
     for i, expected in {
         0: 1.0,
         9: 3.170570e-02,

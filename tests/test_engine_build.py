@@ -12,7 +12,7 @@ from gptoss.exporter.build import BuildOptions, build
 from gptoss.exporter.errors import GptOssError
 from gptoss.exporter.trt_build import default_plugin_library
 from gptoss.runtime.manifest import read_manifest, sha256_file
-from gptoss.runtime.tensorrt_modules import import_tensorrt
+from gptoss.runtime.tensorrt_import import import_tensorrt
 
 PLUGIN_LIBRARY = default_plugin_library()
 
@@ -55,7 +55,7 @@ def test_cli_builds_a_tensorrt_rtx_engine_on_cpu(tmp_path):
     assert manifest.target == "tensorrt-rtx"
     info = manifest.target_info
     assert info["compute_capability"] == "sm89" and info["strongly_typed"]
-    assert info["plugin_layers"] == 2 * manifest.config["num_hidden_layers"]  # every op became a plugin layer
+    assert info["plugin_layers"] == 2 * manifest.config.num_hidden_layers  # every op became a plugin layer
     prefill, decode = info["profiles"]
     assert prefill["batch"] == [1, 2, 4] and prefill["seq_len"] == [1, 256, 256]  # dynamic batch and sequence
     assert decode["seq_len"] == [1, 1, 1]

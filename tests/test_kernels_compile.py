@@ -1,5 +1,6 @@
-"""Compile checks of the CUDA kernels, no GPU needed: every plugins/kernels/*.cu builds with nvcc for sm_80, sm_86,
-sm_89 and sm_90 with warnings as errors and prints no warning, and no decode kernel spills registers.
+"""Compile checks of the CUDA kernels, no GPU needed: every plugins/*/*.cu (each op's kernel in its folder, the shared
+ones in plugins/common) builds with nvcc for sm_80, sm_86, sm_89 and sm_90 with warnings as errors and prints no
+warning, and no decode kernel spills registers.
 
 Each file is one nvcc call with all four -gencode targets and `-Xptxas -v`; the files compile in parallel.
 """
@@ -16,8 +17,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-KERNEL_DIR = REPO / "plugins" / "kernels"
-KERNELS = sorted(KERNEL_DIR.glob("*.cu"))
+PLUGINS = REPO / "plugins"
+KERNELS = sorted(PLUGINS.glob("*/*.cu"))
 ARCHS = ("80", "86", "89", "90")
 # The flags of plugins/CMakeLists.txt (GPTOSS_CUDA_WARNINGS).
 WARNING_FLAGS = ("--Werror", "all-warnings", "-Xcompiler=-Wall,-Wextra,-Werror")
@@ -28,8 +29,9 @@ SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 
 def nvcc_command(nvcc: str, source: Path, output: Path) -> list[str]:
     gencode = [f"-gencode=arch=compute_{arch},code=sm_{arch}" for arch in ARCHS]
-    include = str(REPO / "plugins" / "include")
-    return [nvcc, "-c", str(source), "-o", str(output), "-std=c++17", "-Xcompiler=-fPIC", f"-I{include}",
+    # The include directories of plugins/CMakeLists.txt: plugins/ ("common/kernel_common.cuh") and plugins/include.
+    includes = [f"-I{PLUGINS}", f"-I{PLUGINS / 'include'}"]
+    return [nvcc, "-c", str(source), "-o", str(output), "-std=c++17", "-Xcompiler=-fPIC", *includes,
             *gencode, *WARNING_FLAGS, "-Xptxas", "-v"]  # fmt: skip
 
 

@@ -77,9 +77,9 @@ class AttentionCase:
         cache_in = self.cache.clone()
         cache_out = cache_in if self.in_place else torch.full_like(cache_in, float("nan"))
         out = torch.full_like(q, float("nan"))
-        result = kernels.sink_attention(
-            q, k, v, self.sinks, cache_in, cache_out, self.past.to(DEVICE), new.to(DEVICE), self.heads,
-            self.kv_heads, self.head_dim, self.window, self.scale, out=out,
+        result, _ = kernels.sink_attention(
+            q, k, v, self.sinks, cache_in, self.past.to(DEVICE), new.to(DEVICE), self.heads, self.kv_heads,
+            self.head_dim, self.window, self.scale, out=out, kv_cache_out=cache_out,
         )  # fmt: skip
         assert result is out
         assert_close(out, expected_out, self.dtype)
@@ -152,7 +152,8 @@ def test_sink_attention_rejects_bad_shapes(heads, kv_heads, head_dim, window, ca
     lengths = torch.ones(1, dtype=torch.int32, device=DEVICE)
     sinks = torch.zeros(heads, device=DEVICE)
     with pytest.raises(kernels.KernelError, match=r"gptoss_sink_attention failed with CUDA error 1\b"):
-        kernels.sink_attention(q, kv, kv, sinks, cache, cache, lengths, lengths, heads, kv_heads, head_dim, window, 1.0)
+        kernels.sink_attention(q, kv, kv, sinks, cache, lengths, lengths, heads, kv_heads, head_dim, window, 1.0,
+                               kv_cache_out=cache)  # fmt: skip
 
 
 # ---------------------------------------------------------------- MoE

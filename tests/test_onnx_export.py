@@ -175,9 +175,9 @@ def test_manifest_describes_the_contract(engine_factory):
     _, engine = engine_factory()
     manifest = read_manifest(engine)
     manifest.verify_files()
-    assert manifest.inputs["kv_cache.0"]["shape"] == ["batch", 2, 2, 16, 32]
-    assert manifest.inputs["kv_cache.1"]["shape"] == ["batch", 2, 2, "max_seq_len", 32]
-    assert manifest.outputs["logits"]["shape"] == ["batch", 512]
+    assert list(manifest.io.inputs["kv_cache.0"].shape) == ["batch", 2, 2, 16, 32]
+    assert list(manifest.io.inputs["kv_cache.1"].shape) == ["batch", 2, 2, "max_seq_len", 32]
+    assert list(manifest.io.outputs["logits"].shape) == ["batch", 512]
     assert manifest.ops["plugin_version"] == "1" and manifest.chat_format == "harmony"
     assert set(manifest.files) == {"onnx", "onnx_data", "tokenizer"}
 

@@ -84,7 +84,7 @@ def test_mxfp4_dequantize_matches_reference_example_and_hf():
     blocks = torch.zeros(1, 1, 16, dtype=torch.uint8)
     blocks[0, 0, 0] = 0x2B
     values = mxfp4.dequantize(blocks, torch.tensor([[124]], dtype=torch.uint8))
-    assert values[0, :2].tolist() == [-0.1875, 0.125]  # gptoss-model.md 5.4 worked example
+    assert values[0, :2].tolist() == [-0.1875, 0.125]  # the MXFP4 worked example in docs/numerics.md
 
     from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 

@@ -47,22 +47,22 @@ def _prompts(batch: int, prompt_len: int, vocab: int, seed: int) -> np.ndarray:
 
 def bench_engine(engine: Engine, batch: int, prompt_len: int, new_tokens: int, seed: int = 0) -> Measurement:
     """Prefill `batch` prompts of `prompt_len` tokens together, then decode `new_tokens` greedily."""
-    prompts = _prompts(batch, prompt_len, engine.config["vocab_size"], seed)
-    cache = engine.kv_cache(batch)
-    if cache.batch < batch or prompt_len + new_tokens > cache.max_seq_len:
+    prompts = _prompts(batch, prompt_len, engine.config.vocab_size, seed)
+    rows = engine.cache_rows(batch)
+    if rows.batch < batch or prompt_len + new_tokens > rows.max_seq_len:
         raise GptOssError(f"batch {batch} x {prompt_len + new_tokens} tokens exceeds this engine's limits")
-    rows = [cache.acquire() for _ in range(batch)]
+    taken = [rows.acquire() for _ in range(batch)]
     try:
         start = time.perf_counter()
-        logits = cache.step({row: prompts[i].tolist() for i, row in enumerate(rows)})
+        logits = rows.step({row: prompts[i].tolist() for i, row in enumerate(taken)})
         ttft = time.perf_counter() - start
         start = time.perf_counter()
         for _ in range(new_tokens - 1):
-            logits = cache.step({row: [int(logits[row].argmax())] for row in rows})
+            logits = rows.step({row: [int(logits[row].argmax())] for row in taken})
         decode = time.perf_counter() - start
     finally:
-        for row in rows:
-            cache.release(row)
+        for row in taken:
+            rows.release(row)
     return Measurement(
         engine.backend.name, batch, prompt_len, new_tokens, ttft, batch * prompt_len / ttft,
         batch * (new_tokens - 1) / max(decode, 1e-9), _peak_mib(),
@@ -113,7 +113,7 @@ def run(
         theirs = None
         if vs_hf:
             checkpoint = Path(engine.manifest.source_checkpoint)
-            theirs = bench_hf(checkpoint, batch, prompt_len, new_tokens, engine.config["vocab_size"])
+            theirs = bench_hf(checkpoint, batch, prompt_len, new_tokens, engine.config.vocab_size)
         results.append((ours, theirs))
     return results
 

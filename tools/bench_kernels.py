@@ -85,13 +85,12 @@ def bench_attention(batch: int, capacity: int, window: int, calls: int, l2_bytes
     past_len = torch.full((batch,), past, dtype=torch.int32, device="cuda")
     new_len = torch.ones(batch, dtype=torch.int32, device="cuda")
     out = torch.empty_like(q)
-    desc = kernels.attention_desc(q, cache, HEADS, KV_HEADS, HEAD_DIM, window, 0.125)
-    size = kernels.sink_attention_workspace_size(desc)
+    arguments = (q, k, v, sinks, cache, past_len, new_len, HEADS, KV_HEADS, HEAD_DIM, window, 0.125)
+    size = kernels.sink_attention.workspace_size(*arguments)
     workspace = torch.empty(max(size, 1), dtype=torch.uint8, device="cuda")
 
     def step(_: int) -> None:
-        kernels.sink_attention(q, k, v, sinks, cache, cache, past_len, new_len, HEADS, KV_HEADS, HEAD_DIM, window,
-                               0.125, out=out, workspace=workspace)  # fmt: skip
+        kernels.sink_attention(*arguments, out=out, kv_cache_out=cache, workspace=workspace)
 
     keys = min(past + 1, window) if window else past + 1
     nbytes = batch * (2 * KV_HEADS * keys * HEAD_DIM + 2 * HEADS * HEAD_DIM) * elem
@@ -114,12 +113,12 @@ def bench_moe(batch: int, calls: int, l2_bytes: int) -> None:
     routings = [torch.rand(batch, EXPERTS, device="cuda").topk(TOP_K, dim=-1).indices.int() for _ in range(ROUTINGS)]
     expert_weights = torch.full((batch, TOP_K), 1.0 / TOP_K, device="cuda", dtype=dtype)
     out = torch.empty_like(hidden)
-    desc = kernels.moe_desc(hidden, routings[0], blocks_up, scales_up, 1.702, 7.0)
-    workspace = torch.empty(kernels.moe_workspace_size(desc), dtype=torch.uint8, device="cuda")
+    weights = (blocks_up, scales_up, bias_up, blocks_down, scales_down, bias_down)
+    size = kernels.moe.workspace_size(hidden, routings[0], expert_weights, *weights)
+    workspace = torch.empty(size, dtype=torch.uint8, device="cuda")
 
     def step(i: int) -> None:
-        kernels.moe(hidden, routings[i % ROUTINGS], expert_weights, blocks_up, scales_up, bias_up, blocks_down,
-                    scales_down, bias_down, 1.702, 7.0, out=out, workspace=workspace)  # fmt: skip
+        kernels.moe(hidden, routings[i % ROUTINGS], expert_weights, *weights, out=out, workspace=workspace)
 
     per_expert = sum(t[0].numel() * t.element_size() for t in (blocks_up, scales_up, blocks_down, scales_down))
     per_expert += (2 * INTERMEDIATE + HIDDEN) * 4  # biases

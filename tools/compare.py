@@ -63,16 +63,16 @@ class Report:
 
 def _engine_outputs(engine: Engine, ids: list[int]) -> np.ndarray:
     """`[S, width]`: the engine's output after every prefix of `ids` (`[1, labels]` for sequence heads)."""
-    cache = engine.kv_cache(1)
-    row = cache.acquire()
+    rows = engine.cache_rows(1)
+    row = rows.acquire()
     try:
         if engine.manifest.head == "sequence-classification":
-            return cache.step({row: ids})[row][None]
-        if engine.manifest.all_positions or engine.manifest.head == "token-classification":
-            return cache.step({row: ids})[row][: len(ids)]
-        return np.stack([cache.step({row: [token]})[row] for token in ids])
+            return rows.step({row: ids})[row][None]
+        if engine.manifest.io.every_position:
+            return rows.step({row: ids})[row][: len(ids)]
+        return np.stack([rows.step({row: [token]})[row] for token in ids])
     finally:
-        cache.release(row)
+        rows.release(row)
 
 
 def load_hf(checkpoint: str | Path, head: str = "causal-lm"):

@@ -1,9 +1,13 @@
 """ctypes binding of the CUDA kernels in libgptoss_kernels.so (C ABI: plugins/include/gptoss_kernels.h).
 
-The functions take torch CUDA tensors, run the kernels on the current CUDA stream and return the outputs; their
-arguments mirror the reference ops in `gptoss.exporter.ops`. The library is `$GPTOSS_KERNELS_LIB` when set, else
-`<repo>/build/plugins/libgptoss_kernels.so`, which `cmake -S plugins -B build/plugins && cmake --build build/plugins
---target gptoss_kernels` builds. torch is imported only when a kernel is called.
+Each op's binding is derived from its signature (`gptoss.runtime.op_signatures`): the descriptor struct, the
+argument order (descriptor, inputs, outputs, workspace, stream), the element-type and shape checks. A binding is
+called like the PyTorch op (`kernels.moe(hidden, expert_ids, ...)`, same arguments and defaults) with torch CUDA
+tensors, runs the kernel on the current CUDA stream and returns the outputs; outputs and the workspace may be
+passed as keywords (`out=`, `kv_cache_out=`, `workspace=`) to reuse buffers or update a cache in place.
+
+The library is `$GPTOSS_KERNELS_LIB` when set, else `<repo>/build/plugins/libgptoss_kernels.so`, which
+`make plugins` builds. torch is imported only when a kernel is called.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from gptoss.runtime.op_signatures import MOE, SINK_ATTENTION, OpSignature
 
 if TYPE_CHECKING:
     import torch
@@ -21,9 +28,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LIBRARY_ENV = "GPTOSS_KERNELS_LIB"
 DEFAULT_LIBRARY = REPO_ROOT / "build" / "plugins" / "libgptoss_kernels.so"
 
-# gptoss_dtype and gptoss_weight_format
-FLOAT32, FLOAT16, BFLOAT16, UINT8 = 0, 1, 2, 3
-WEIGHTS_FLOAT, WEIGHTS_MXFP4 = 0, 1
+# gptoss_dtype of the C ABI, by element type name.
+DTYPE_CODES = {"float32": 0, "float16": 1, "bfloat16": 2, "uint8": 3}
+_CTYPES = {int: ctypes.c_int32, float: ctypes.c_float, str: ctypes.c_int}  # str attributes are C enums
 
 # Names of the CUDA errors the kernels are likely to return.
 _CUDA_ERRORS = {
@@ -40,39 +47,6 @@ class KernelError(RuntimeError):
     """A kernel call returned a CUDA error, or the kernel library could not be loaded."""
 
 
-class AttentionDesc(ctypes.Structure):
-    """`gptoss_attention_desc`."""
-
-    _fields_ = [
-        ("batch", ctypes.c_int32),
-        ("seq_len", ctypes.c_int32),
-        ("num_heads", ctypes.c_int32),
-        ("num_kv_heads", ctypes.c_int32),
-        ("head_dim", ctypes.c_int32),
-        ("capacity", ctypes.c_int32),
-        ("sliding_window", ctypes.c_int32),
-        ("scale", ctypes.c_float),
-        ("dtype", ctypes.c_int),
-    ]
-
-
-class MoeDesc(ctypes.Structure):
-    """`gptoss_moe_desc`."""
-
-    _fields_ = [
-        ("num_tokens", ctypes.c_int32),
-        ("hidden_size", ctypes.c_int32),
-        ("intermediate_size", ctypes.c_int32),
-        ("num_experts", ctypes.c_int32),
-        ("top_k", ctypes.c_int32),
-        ("swiglu_alpha", ctypes.c_float),
-        ("swiglu_limit", ctypes.c_float),
-        ("dtype", ctypes.c_int),
-        ("weight_format", ctypes.c_int),
-        ("weight_dtype", ctypes.c_int),
-    ]
-
-
 def library_path() -> Path:
     """Path of the kernel library that `library()` loads."""
     return Path(os.environ.get(LIBRARY_ENV) or DEFAULT_LIBRARY)
@@ -80,23 +54,11 @@ def library_path() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL:
-    """The loaded kernel library with its function signatures declared."""
+    """The loaded kernel library."""
     path = library_path()
     if not path.is_file():
-        raise KernelError(
-            f"kernel library {path} not found: build it with `cmake -S plugins -B build/plugins && "
-            f"cmake --build build/plugins --target gptoss_kernels`, or point {LIBRARY_ENV} at it"
-        )
+        raise KernelError(f"kernel library {path} not found: build it with `make plugins` or set {LIBRARY_ENV}")
     lib = ctypes.CDLL(str(path))
-    ptr, size_t = ctypes.c_void_p, ctypes.c_size_t
-    lib.gptoss_sink_attention_workspace_size.argtypes = [ctypes.POINTER(AttentionDesc)]
-    lib.gptoss_sink_attention_workspace_size.restype = size_t
-    lib.gptoss_sink_attention.argtypes = [ctypes.POINTER(AttentionDesc)] + [ptr] * 11
-    lib.gptoss_sink_attention.restype = ctypes.c_int
-    lib.gptoss_moe_workspace_size.argtypes = [ctypes.POINTER(MoeDesc)]
-    lib.gptoss_moe_workspace_size.restype = size_t
-    lib.gptoss_moe.argtypes = [ctypes.POINTER(MoeDesc)] + [ptr] * 12
-    lib.gptoss_moe.restype = ctypes.c_int
     lib.gptoss_kernels_version.argtypes = []
     lib.gptoss_kernels_version.restype = ctypes.c_char_p
     return lib
@@ -107,219 +69,123 @@ def version() -> str:
     return library().gptoss_kernels_version().decode()
 
 
-def _dtype_code(dtype: torch.dtype) -> int:
-    import torch
-
-    codes = {torch.float32: FLOAT32, torch.float16: FLOAT16, torch.bfloat16: BFLOAT16, torch.uint8: UINT8}
-    if dtype not in codes:
-        raise TypeError(f"unsupported dtype {dtype}")
-    return codes[dtype]
+def element_type(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
 
 
-def _require_cuda(function: str, **tensors: torch.Tensor | None) -> None:
-    """Checks that every given tensor is a contiguous CUDA tensor on one device."""
-    devices = set()
-    for name, tensor in tensors.items():
-        if tensor is None:
-            continue
-        if not tensor.is_cuda:
-            raise ValueError(f"{function}: {name} must be a CUDA tensor, got device {tensor.device}")
-        if not tensor.is_contiguous():
-            raise ValueError(f"{function}: {name} must be contiguous")
-        devices.add(tensor.device)
-    if len(devices) > 1:
-        raise ValueError(f"{function}: tensors on several devices {sorted(map(str, devices))}")
+class Kernel:
+    """The C function `gptoss_<op>` (and `gptoss_<op>_workspace_size`) of one op, called with torch CUDA tensors."""
+
+    def __init__(self, signature: OpSignature) -> None:
+        self.signature = signature
+        self.symbol = f"gptoss_{signature.torch_name}"
+        kinds = {a.name: a.kind for a in signature.attributes}
+        fields = [(name, _CTYPES[kinds[name]] if name in kinds else ctypes.c_int32) for name in signature.descriptor]
+        self.Descriptor = type(f"{signature.name}Descriptor", (ctypes.Structure,), {"_fields_": fields})
+
+    @functools.cached_property
+    def _functions(self) -> tuple[Any, Any]:
+        lib = library()
+        run, size = getattr(lib, self.symbol), getattr(lib, f"{self.symbol}_workspace_size")
+        pointers = len(self.signature.inputs) + len(self.signature.outputs) + 2  # + workspace and stream
+        run.argtypes = [ctypes.POINTER(self.Descriptor)] + [ctypes.c_void_p] * pointers
+        run.restype = ctypes.c_int
+        size.argtypes = [ctypes.POINTER(self.Descriptor)]
+        size.restype = ctypes.c_size_t
+        return run, size
+
+    def descriptor(self, *args: Any, **kwargs: Any) -> Any:
+        """The C descriptor of a call with these arguments (those of the PyTorch op)."""
+        values = self.signature.bind(args, kwargs)
+        return self._descriptor(values, self._attributes(values))
+
+    def workspace_size(self, *args: Any, **kwargs: Any) -> int:
+        """Bytes of workspace the kernel needs for calls of at most this shape (arguments of the PyTorch op)."""
+        return self._functions[1](ctypes.byref(self.descriptor(*args, **kwargs)))
+
+    def __call__(self, *args: Any, workspace: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        """Run the kernel; returns its output, or a tuple of its outputs (given ones are written in place)."""
+        import torch
+
+        outputs = {t.name: kwargs.pop(t.name, None) for t in self.signature.outputs}
+        values = self.signature.bind(args, kwargs)
+        for tensor in self.signature.outputs:
+            if outputs[tensor.name] is None:
+                outputs[tensor.name] = torch.empty_like(values[tensor.like])
+        attributes = self._attributes(values)
+        descriptor = self._descriptor(values, attributes)
+        self._check(values, outputs, attributes, descriptor, workspace)
+        run, size = self._functions
+        needed = size(ctypes.byref(descriptor))
+        if workspace is None and needed:
+            workspace = torch.empty(needed, dtype=torch.uint8, device=outputs[self.signature.outputs[0].name].device)
+        elif workspace is not None and workspace.numel() * workspace.element_size() < needed:
+            raise ValueError(f"{self.symbol}: workspace of {workspace.numel() * workspace.element_size()} bytes, "
+                             f"{needed} needed")  # fmt: skip
+        tensors = [values[t.name] for t in self.signature.inputs] + list(outputs.values()) + [workspace]
+        pointers = [None if t is None else t.data_ptr() for t in tensors]
+        stream = torch.cuda.current_stream(tensors[0].device).cuda_stream
+        code = run(ctypes.byref(descriptor), *pointers, stream)
+        if code != 0:
+            reason = _CUDA_ERRORS.get(code, "see cudaError_t")
+            raise KernelError(f"{self.symbol} failed with CUDA error {code} ({reason})")
+        result = tuple(outputs.values())
+        return result if len(result) > 1 else result[0]
+
+    def _attributes(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        tensors = {t.name: values[t.name] for t in self.signature.inputs}
+        return self.signature.attribute_values(tensors, values)
+
+    def _field(self, name: str, values: Mapping[str, Any], attributes: Mapping[str, Any]) -> Any:
+        """Value of descriptor field `name` for this call (str attributes as the index of their C enum)."""
+        if name in self.signature.extents:
+            tensor, dim = self.signature.extents[name]
+            return values[tensor].shape[dim]
+        if name in self.signature.element_types:
+            source = self.signature.element_types[name]
+            if element_type(values[source]) not in DTYPE_CODES:
+                raise ValueError(f"{self.symbol}: {source} has unsupported dtype {values[source].dtype}")
+            return DTYPE_CODES[element_type(values[source])]
+        choices = next(a.choices for a in self.signature.attributes if a.name == name)
+        return choices.index(attributes[name]) if choices else attributes[name]
+
+    def _descriptor(self, values: Mapping[str, Any], attributes: Mapping[str, Any]) -> Any:
+        return self.Descriptor(*(self._field(f, values, attributes) for f in self.signature.descriptor))
+
+    def _check(self, values: Mapping[str, Any], outputs: Mapping[str, Any], attributes: Mapping[str, Any],
+               descriptor: Any, workspace: torch.Tensor | None) -> None:  # fmt: skip
+        """Every tensor a contiguous CUDA tensor on one device, of its element type and expected shape."""
+        given = {t.name: values[t.name] for t in self.signature.inputs} | dict(outputs) | {"workspace": workspace}
+        devices = set()
+        for name, tensor in given.items():
+            if tensor is None:
+                continue
+            if not tensor.is_cuda:
+                raise ValueError(f"{self.symbol}: {name} must be a CUDA tensor, got device {tensor.device}")
+            if not tensor.is_contiguous():
+                raise ValueError(f"{self.symbol}: {name} must be contiguous")
+            devices.add(tensor.device)
+        if len(devices) > 1:
+            raise ValueError(f"{self.symbol}: tensors on several devices {sorted(map(str, devices))}")
+        sizes = {f[0]: getattr(descriptor, f[0]) for f in self.Descriptor._fields_} | dict(attributes)
+        shapes = self.signature.shapes(sizes)
+        chosen: dict[str, str] = {}  # type constraint -> element type of its first tensor
+        for arg in (*self.signature.inputs, *self.signature.outputs):
+            tensor = given[arg.name]
+            shape = shapes.get(arg.like or arg.name)
+            if tensor is None or shape is None:
+                if (tensor is None) != (shape is None):
+                    raise ValueError(f"{self.symbol}: {arg.name} must {'not ' if shape is None else ''}be given "
+                                     f"(weight format {attributes.get('weight_format', '')!r})")  # fmt: skip
+                continue
+            dtype = element_type(tensor)
+            allowed = self.signature.type_constraints.get(arg.types, (arg.types,))
+            constrained = arg.types in self.signature.type_constraints
+            expected = chosen.setdefault(arg.types, dtype) if constrained else arg.types
+            if tuple(tensor.shape) != shape or dtype != expected or dtype not in allowed:
+                raise ValueError(f"{self.symbol}: {arg.name} must be {expected} {list(shape)}, "
+                                 f"got {dtype} {list(tensor.shape)}")  # fmt: skip
 
 
-def _stream(tensor: torch.Tensor) -> int:
-    """Handle of the current CUDA stream of the tensor's device."""
-    import torch
-
-    return torch.cuda.current_stream(tensor.device).cuda_stream
-
-
-def _expect(function: str, name: str, tensor: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> None:
-    if tuple(tensor.shape) != shape or tensor.dtype != dtype:
-        raise ValueError(f"{function}: {name} must be {dtype} {list(shape)}, got {tensor.dtype} {list(tensor.shape)}")
-
-
-def _ptr(tensor: torch.Tensor | None) -> int | None:
-    return None if tensor is None else tensor.data_ptr()
-
-
-def _workspace(size: int, like: torch.Tensor, workspace: torch.Tensor | None) -> torch.Tensor | None:
-    """`workspace` when it is large enough, else a new uint8 buffer of `size` bytes (None when 0)."""
-    import torch
-
-    if size == 0:
-        return None
-    if workspace is not None:
-        if workspace.numel() * workspace.element_size() < size:
-            raise ValueError(f"workspace of {workspace.numel() * workspace.element_size()} bytes, {size} needed")
-        return workspace
-    return torch.empty(size, dtype=torch.uint8, device=like.device)
-
-
-def _check(function: str, code: int) -> None:
-    if code != 0:
-        raise KernelError(f"{function} failed with CUDA error {code} ({_CUDA_ERRORS.get(code, 'see cudaError_t')})")
-
-
-def attention_desc(
-    q: torch.Tensor,
-    kv_cache: torch.Tensor,
-    num_heads: int,
-    num_kv_heads: int,
-    head_dim: int,
-    sliding_window: int,
-    scale: float,
-) -> AttentionDesc:
-    """`gptoss_attention_desc` of a call with these inputs."""
-    batch, seq_len, _ = q.shape
-    capacity = kv_cache.shape[3]
-    dtype = _dtype_code(q.dtype)
-    return AttentionDesc(batch, seq_len, num_heads, num_kv_heads, head_dim, capacity, sliding_window, scale, dtype)
-
-
-def sink_attention_workspace_size(desc: AttentionDesc) -> int:
-    """Bytes of workspace `gptoss_sink_attention` needs for calls of at most this shape."""
-    return library().gptoss_sink_attention_workspace_size(ctypes.byref(desc))
-
-
-def sink_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    sinks: torch.Tensor,
-    kv_cache_in: torch.Tensor,
-    kv_cache_out: torch.Tensor,
-    past_len: torch.Tensor,
-    new_len: torch.Tensor,
-    num_heads: int,
-    num_kv_heads: int,
-    head_dim: int,
-    sliding_window: int,
-    scale: float,
-    out: torch.Tensor | None = None,
-    workspace: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """`gptoss_sink_attention`: returns `out [B,S,Hq*D]` and writes the updated cache into `kv_cache_out`.
-
-    `kv_cache_out` may be `kv_cache_in` itself (in-place update). Like `ops.sink_attention`, full layers need
-    `past_len + new_len <= capacity`; the kernels do not check lengths (they only clamp them to stay in bounds).
-    """
-    import torch
-
-    name = "gptoss_sink_attention"
-    if out is None:
-        out = torch.empty_like(q)
-    _require_cuda(name, q=q, k=k, v=v, sinks=sinks, kv_cache_in=kv_cache_in, kv_cache_out=kv_cache_out,
-                  past_len=past_len, new_len=new_len, out=out, workspace=workspace)  # fmt: skip
-    batch, seq_len, _ = q.shape
-    capacity = kv_cache_in.shape[3]
-    _expect(name, "q", q, (batch, seq_len, num_heads * head_dim), q.dtype)
-    _expect(name, "out", out, tuple(q.shape), q.dtype)
-    for label, tensor in (("k", k), ("v", v)):
-        _expect(name, label, tensor, (batch, seq_len, num_kv_heads * head_dim), q.dtype)
-    _expect(name, "sinks", sinks, (num_heads,), torch.float32)
-    for label, tensor in (("kv_cache_in", kv_cache_in), ("kv_cache_out", kv_cache_out)):
-        _expect(name, label, tensor, (batch, 2, num_kv_heads, capacity, head_dim), q.dtype)
-    for label, tensor in (("past_len", past_len), ("new_len", new_len)):
-        _expect(name, label, tensor, (batch,), torch.int32)
-
-    desc = attention_desc(q, kv_cache_in, num_heads, num_kv_heads, head_dim, sliding_window, scale)
-    scratch = _workspace(sink_attention_workspace_size(desc), q, workspace)
-    tensors = (q, k, v, sinks, kv_cache_in, kv_cache_out, past_len, new_len, out, scratch)
-    code = library().gptoss_sink_attention(ctypes.byref(desc), *map(_ptr, tensors), _stream(q))
-    _check(name, code)
-    return out
-
-
-def moe_desc(
-    hidden: torch.Tensor,
-    expert_ids: torch.Tensor,
-    gate_up_weight: torch.Tensor,
-    gate_up_scales: torch.Tensor | None,
-    swiglu_alpha: float,
-    swiglu_limit: float,
-) -> MoeDesc:
-    """`gptoss_moe_desc` of a call with these inputs (MXFP4 when scales are given)."""
-    num_tokens, hidden_size = hidden.shape
-    num_experts, two_i = gate_up_weight.shape[:2]
-    return MoeDesc(
-        num_tokens,
-        hidden_size,
-        two_i // 2,
-        num_experts,
-        expert_ids.shape[1],
-        swiglu_alpha,
-        swiglu_limit,
-        _dtype_code(hidden.dtype),
-        WEIGHTS_FLOAT if gate_up_scales is None else WEIGHTS_MXFP4,
-        _dtype_code(gate_up_weight.dtype),
-    )
-
-
-def moe_workspace_size(desc: MoeDesc) -> int:
-    """Bytes of workspace `gptoss_moe` needs for calls of at most this shape."""
-    return library().gptoss_moe_workspace_size(ctypes.byref(desc))
-
-
-def moe(
-    hidden: torch.Tensor,
-    expert_ids: torch.Tensor,
-    expert_weights: torch.Tensor,
-    gate_up_weight: torch.Tensor,
-    gate_up_scales: torch.Tensor | None,
-    gate_up_bias: torch.Tensor,
-    down_weight: torch.Tensor,
-    down_scales: torch.Tensor | None,
-    down_bias: torch.Tensor,
-    swiglu_alpha: float,
-    swiglu_limit: float,
-    out: torch.Tensor | None = None,
-    workspace: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """`gptoss_moe`, with the arguments of `ops.moe`: returns `out [T,H]` in the dtype of `hidden`.
-
-    Float weights are `[E,2I,H]` / `[E,H,I]`; MXFP4 weights are uint8 blocks `[E,2I,H/32,16]` / `[E,H,I/32,16]`
-    with scales `[E,2I,H/32]` / `[E,H,I/32]`.
-    """
-    import torch
-
-    name = "gptoss_moe"
-    if out is None:
-        out = torch.empty_like(hidden)
-    _require_cuda(name, hidden=hidden, expert_ids=expert_ids, expert_weights=expert_weights,
-                  gate_up_weight=gate_up_weight, gate_up_scales=gate_up_scales, gate_up_bias=gate_up_bias,
-                  down_weight=down_weight, down_scales=down_scales, down_bias=down_bias, out=out,
-                  workspace=workspace)  # fmt: skip
-    if (gate_up_scales is None) != (down_scales is None):
-        raise ValueError(f"{name}: give scales for both weights (MXFP4) or for neither (float)")
-    desc = moe_desc(hidden, expert_ids, gate_up_weight, gate_up_scales, swiglu_alpha, swiglu_limit)
-    tokens, hidden_size, inter, experts, top_k = (
-        desc.num_tokens, desc.hidden_size, desc.intermediate_size, desc.num_experts, desc.top_k
-    )  # fmt: skip
-    _expect(name, "expert_ids", expert_ids, (tokens, top_k), torch.int32)
-    _expect(name, "expert_weights", expert_weights, (tokens, top_k), hidden.dtype)
-    _expect(name, "out", out, (tokens, hidden_size), hidden.dtype)
-    _expect(name, "gate_up_bias", gate_up_bias, (experts, 2 * inter), torch.float32)
-    _expect(name, "down_bias", down_bias, (experts, hidden_size), torch.float32)
-    if gate_up_scales is None:
-        _expect(name, "gate_up_weight", gate_up_weight, (experts, 2 * inter, hidden_size), gate_up_weight.dtype)
-        _expect(name, "down_weight", down_weight, (experts, hidden_size, inter), gate_up_weight.dtype)
-    else:
-        for label, tensor, shape in (
-            ("gate_up_weight", gate_up_weight, (experts, 2 * inter, hidden_size // 32, 16)),
-            ("gate_up_scales", gate_up_scales, (experts, 2 * inter, hidden_size // 32)),
-            ("down_weight", down_weight, (experts, hidden_size, inter // 32, 16)),
-            ("down_scales", down_scales, (experts, hidden_size, inter // 32)),
-        ):
-            _expect(name, label, tensor, shape, torch.uint8)
-
-    scratch = _workspace(moe_workspace_size(desc), hidden, workspace)
-    tensors = (hidden, expert_ids, expert_weights, gate_up_weight, gate_up_scales, gate_up_bias, down_weight,
-               down_scales, down_bias, out, scratch)  # fmt: skip
-    code = library().gptoss_moe(ctypes.byref(desc), *map(_ptr, tensors), _stream(hidden))
-    _check(name, code)
-    return out
+sink_attention = Kernel(SINK_ATTENTION)
+moe = Kernel(MOE)

@@ -1,9 +1,11 @@
 /*
  * gptoss-export CUDA kernels behind a plain C ABI (no TensorRT needed).
  *
- * The TensorRT plugins (plugins/trt) and the Python tests (through ctypes) both call these. Semantics are
- * those of the PyTorch reference ops in exporter/ops.py and of DESIGN.md "The two custom ops".
+ * The TensorRT plugins (plugins/<op>/<op>_plugin.cpp) and the Python tests (through ctypes) both call these.
+ * Semantics are those of the PyTorch reference ops in exporter/ops.py and of docs/ops.md.
  * Every function returns 0 on success or a cudaError_t code (never aborts); pointers are device pointers.
+ * Each op function takes its descriptor, then its inputs and outputs in the order of the op's signature
+ * (runtime/op_signatures.py, from which the Python binding is derived), then the workspace and the stream.
  *
  * Limits (cudaErrorInvalidValue otherwise): head_dim a multiple of 8 and at most 128; hidden_size and
  * intermediate_size multiples of 32 (both weight formats); at most 1024 experts, top_k <= num_experts;
@@ -60,8 +62,8 @@ size_t gptoss_sink_attention_workspace_size(const gptoss_attention_desc* desc);
  * not, the rest of the cache is copied.
  */
 int gptoss_sink_attention(const gptoss_attention_desc* desc, const void* q, const void* k, const void* v,
-                          const float* sinks, const void* kv_cache_in, void* kv_cache_out,
-                          const int32_t* past_len, const int32_t* new_len, void* out, void* workspace,
+                          const float* sinks, const void* kv_cache_in, const int32_t* past_len,
+                          const int32_t* new_len, void* out, void* kv_cache_out, void* workspace,
                           gptoss_stream stream);
 
 /* ---------------------------------------------------------------- MoE */

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "status.h"
+#include "common/status.h"
 
 namespace gptoss_test {
 

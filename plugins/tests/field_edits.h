@@ -6,7 +6,7 @@
 #include <cstring>
 #include <vector>
 
-#include "plugin_fields.h"
+#include "common/plugin_fields.h"
 
 namespace gptoss_test {
 

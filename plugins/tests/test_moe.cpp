@@ -3,7 +3,7 @@
 
 #include "check.h"
 #include "field_edits.h"
-#include "moe.h"
+#include "moe/moe.h"
 
 using gptoss::FieldSet;
 using gptoss::FieldType;

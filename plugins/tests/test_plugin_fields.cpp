@@ -2,8 +2,8 @@
 #include <cstdint>
 
 #include "check.h"
+#include "common/plugin_fields.h"
 #include "field_edits.h"
-#include "plugin_fields.h"
 
 using gptoss::FieldSet;
 using gptoss::FieldSpec;

@@ -3,7 +3,7 @@
 
 #include "check.h"
 #include "field_edits.h"
-#include "sink_attention.h"
+#include "sink_attention/sink_attention.h"
 
 using gptoss::FieldSet;
 using gptoss::FieldType;

@@ -6,6 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .. import contract
 from ..errors import GptOssError
 from ..manifest import Manifest
 
@@ -55,7 +56,6 @@ def open_backend(manifest: Manifest, name: str | None = None) -> Backend:
 
 
 def cache_shapes(manifest: Manifest, batch: int, max_seq_len: int) -> list[tuple[int, ...]]:
-    """Concrete shapes of every `kv_cache.{i}` input from the manifest's symbolic ones."""
-    sizes = {"batch": batch, "max_seq_len": max_seq_len}
-    names = sorted((n for n in manifest.inputs if n.startswith("kv_cache.")), key=lambda n: int(n.split(".")[1]))
-    return [tuple(sizes.get(d, d) for d in manifest.inputs[n]["shape"]) for n in names]
+    """Concrete shapes of every `kv_cache.{i}` input for `batch` rows of `max_seq_len` tokens."""
+    sizes = {contract.BATCH: batch, contract.MAX_SEQ_LEN: max_seq_len}
+    return [spec.concrete(**sizes) for spec in manifest.io.cache_specs()]

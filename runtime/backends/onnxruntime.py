@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract import ELEMENT_TYPES, INDEX_DTYPE, STEP_INPUTS, cache_input, cache_output
 from ..errors import GptOssError
 from ..manifest import Manifest
 from . import cache_shapes
-
-_NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
 def default_providers(onnxruntime) -> list[str]:
@@ -33,13 +32,13 @@ class OnnxRuntimeBackend:
         import onnxruntime
 
         self.manifest = manifest
-        dtype = manifest.inputs["kv_cache.0"]["dtype"]
-        if dtype not in _NUMPY_DTYPES:
+        element_type = ELEMENT_TYPES[manifest.io.cache_specs()[0].dtype]
+        if element_type.numpy is None:
             raise GptOssError(
-                f"{manifest.engine_dir}: the ONNX Runtime backend cannot run {dtype} graphs (build with "
+                f"{manifest.engine_dir}: the ONNX Runtime backend cannot run {element_type.name} graphs (build with "
                 "--precision fp32 or fp16)"
             )
-        self._dtype = _NUMPY_DTYPES[dtype]
+        self._dtype = np.dtype(element_type.numpy)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
         self._ort = onnxruntime
@@ -47,7 +46,7 @@ class OnnxRuntimeBackend:
             str(manifest.path("onnx")), options, providers=providers or default_providers(onnxruntime)
         )
         self._device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
-        self._output = next(iter(manifest.outputs))
+        self._output = manifest.io.output
         self._reading: list = []
         self._writing: list = []
 
@@ -62,11 +61,11 @@ class OnnxRuntimeBackend:
     def step(self, input_ids: np.ndarray, past_len: np.ndarray, new_len: np.ndarray) -> np.ndarray:
         binding = self.session.io_binding()
         binding.bind_output(self._output, "cpu")  # first, so it is get_outputs()[0]
-        for name, array in (("input_ids", input_ids), ("past_len", past_len), ("new_len", new_len)):
-            binding.bind_cpu_input(name, np.ascontiguousarray(array, dtype=np.int32))
+        for name, array in zip(STEP_INPUTS, (input_ids, past_len, new_len), strict=True):
+            binding.bind_cpu_input(name, np.ascontiguousarray(array, dtype=INDEX_DTYPE))
         for i, (source, target) in enumerate(zip(self._reading, self._writing, strict=True)):
-            binding.bind_ortvalue_input(f"kv_cache.{i}", source)
-            binding.bind_ortvalue_output(f"kv_cache_out.{i}", target)
+            binding.bind_ortvalue_input(cache_input(i), source)
+            binding.bind_ortvalue_output(cache_output(i), target)
         self.session.run_with_iobinding(binding)
         self._reading, self._writing = self._writing, self._reading
         return binding.get_outputs()[0].numpy().astype(np.float32, copy=False)

@@ -13,14 +13,14 @@ import logging
 
 import numpy as np
 
+from .. import contract
 from ..errors import GptOssError
 from ..manifest import Manifest
-from ..tensorrt_modules import import_tensorrt
+from ..tensorrt_import import import_tensorrt
 from . import cache_shapes
 
 log = logging.getLogger(__name__)
 
-_TORCH_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 PREFILL, DECODE = 0, 1
 
 
@@ -52,8 +52,14 @@ class TensorRTBackend:
             context = self.engine.create_execution_context()
             context.set_optimization_profile_async(profile, self.stream.cuda_stream)
             self.contexts.append(context)
-        self._dtype = getattr(torch, _TORCH_DTYPES[manifest.inputs["kv_cache.0"]["dtype"]])
-        self._output = next(iter(manifest.outputs))
+        cache_type = manifest.io.cache_specs()[0].dtype
+        self._dtype = getattr(torch, cache_type)
+        engine_type = self.engine.get_tensor_dtype(contract.cache_input(0))
+        if engine_type != getattr(trt.DataType, contract.ELEMENT_TYPES[cache_type].tensorrt):
+            raise GptOssError(
+                f"{manifest.path('engine')}: its caches are {engine_type}, the manifest says {cache_type} (rebuild it)"
+            )
+        self._output = manifest.io.output
         self._use_cuda_graph = use_cuda_graph
         self._graph = None
 
@@ -68,24 +74,19 @@ class TensorRTBackend:
         self.input_ids = torch.zeros(batch, max_seq_len, dtype=torch.int32, device="cuda")
         self.past_len = torch.zeros(batch, dtype=torch.int32, device="cuda")
         self.new_len = torch.zeros(batch, dtype=torch.int32, device="cuda")
-        width = m.outputs[self._output]["shape"][-1]
-        per_token = len(m.outputs[self._output]["shape"]) == 3
-        out_shape = (batch, max_seq_len, width) if per_token else (batch, width)
-        self.output = torch.empty(out_shape, dtype=self._dtype, device="cuda")
-        self._per_token = per_token
+        sizes = {contract.BATCH: batch, contract.SEQ_LEN: max_seq_len}
+        self.output = torch.empty(m.io.outputs[self._output].concrete(**sizes), dtype=self._dtype, device="cuda")
         self._graph = None
 
     def _bind(self, context, batch: int, seq_len: int) -> None:
         ids = self.input_ids[:, :seq_len]
-        context.set_input_shape("input_ids", (batch, seq_len))
-        context.set_tensor_address("input_ids", ids.data_ptr())
-        for name, tensor in (("past_len", self.past_len), ("new_len", self.new_len)):
-            context.set_input_shape(name, (batch,))
+        for name, tensor in zip(contract.STEP_INPUTS, (ids, self.past_len, self.new_len), strict=True):
+            context.set_input_shape(name, tuple(tensor.shape))
             context.set_tensor_address(name, tensor.data_ptr())
         for i, cache in enumerate(self.caches):
-            context.set_input_shape(f"kv_cache.{i}", tuple(cache.shape))
-            context.set_tensor_address(f"kv_cache.{i}", cache.data_ptr())
-            context.set_tensor_address(f"kv_cache_out.{i}", cache.data_ptr())  # in place
+            context.set_input_shape(contract.cache_input(i), tuple(cache.shape))
+            context.set_tensor_address(contract.cache_input(i), cache.data_ptr())
+            context.set_tensor_address(contract.cache_output(i), cache.data_ptr())  # in place
         context.set_tensor_address(self._output, self.output.data_ptr())
 
     def _run(self, context) -> None:
@@ -105,7 +106,7 @@ class TensorRTBackend:
                 context = self.contexts[DECODE if seq_len == 1 else PREFILL]
                 self._bind(context, batch, seq_len)
                 self._run(context)
-            output = self.output[:, :seq_len] if self._per_token else self.output
+            output = self.output[:, :seq_len] if self.manifest.io.every_position else self.output
             result = output.float().cpu()
         return result.numpy()
 

@@ -10,29 +10,25 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import contract
 from ..errors import GptOssError
 from ..manifest import Manifest
-
-_PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def checkpoint_manifest(checkpoint_dir: str | Path, head: str = "causal-lm", max_seq_len: int = 4096) -> Manifest:
     """An in-memory manifest describing a checkpoint run by the PyTorch backend (no files are written)."""
     from gptoss.exporter.config import load_config
-    from gptoss.exporter.onnx_export import graph_io
 
     checkpoint_dir = Path(checkpoint_dir)
     config = load_config(checkpoint_dir)
-    io = graph_io(config, head, False, "float32")
     tokenizer = checkpoint_dir / "tokenizer.json"
     return Manifest(
         engine_dir=checkpoint_dir,
         target="onnx",
         head=head,
         precision="fp32",
-        config=config.to_dict(),
-        inputs=io.inputs,
-        outputs=io.outputs,
+        config=config,
+        io=contract.graph_io(config, head, False, "fp32"),
         files={"tokenizer": {"name": "tokenizer.json"}} if tokenizer.is_file() else {},
         max_batch=8,
         max_seq_len=min(max_seq_len, config.max_position_embeddings),
@@ -60,14 +56,14 @@ class TorchBackend:
             )
         self.manifest = manifest
         self._torch = torch
-        dtype = getattr(torch, _PRECISIONS[manifest.precision])
+        dtype = getattr(torch, contract.precision(manifest.precision).name)
         model = load_model(manifest.source_checkpoint, head=manifest.head, dtype=dtype, device=device)
-        self.model = StepGraph(model, manifest.all_positions).eval()
+        self.graph = StepGraph(model, manifest.all_positions).eval()
         self._device = device
         self._caches: list = []
 
     def allocate(self, batch: int, max_seq_len: int) -> None:
-        self._caches = self.model.model.model.allocate_kv_caches(batch, max_seq_len)
+        self._caches = self.graph.allocate_kv_caches(batch, max_seq_len)
 
     def step(self, input_ids: np.ndarray, past_len: np.ndarray, new_len: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -77,5 +73,5 @@ class TorchBackend:
 
         ids, past, new = tensor(input_ids, torch.int64), tensor(past_len, torch.int32), tensor(new_len, torch.int32)
         with torch.no_grad():
-            outputs, *self._caches = self.model(ids, past, new, self._caches)
+            outputs, *self._caches = self.graph(ids, past, new, self._caches)
         return outputs.float().cpu().numpy()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from gptoss.runtime.contract import TensorSpec
+
 from .checkpoint import Checkpoint, all_specs
 from .config import GptOssConfig, load_config
 
@@ -66,6 +68,10 @@ def describe(model_dir: str | Path) -> str:
     return "\n".join(lines)
 
 
+def _first_specs(specs: dict[str, TensorSpec], count: int) -> str:
+    return ", ".join(f"{name}{list(spec.shape)}" for name, spec in list(specs.items())[:count]) + ", ..."
+
+
 def describe_engine(engine_dir: str | Path) -> str:
     """A multi-line report of an engine directory's manifest, after checking its files' sizes."""
     from gptoss.runtime.manifest import read_manifest
@@ -78,8 +84,8 @@ def describe_engine(engine_dir: str | Path) -> str:
         f"head / precision {manifest.head} / {manifest.precision}",
         f"limits           max batch {manifest.max_batch}, max sequence {manifest.max_seq_len}",
         f"ops              {manifest.ops}",
-        "inputs           " + ", ".join(f"{n}{v['shape']}" for n, v in list(manifest.inputs.items())[:4]) + ", ...",
-        "outputs          " + ", ".join(f"{n}{v['shape']}" for n, v in list(manifest.outputs.items())[:2]) + ", ...",
+        "inputs           " + _first_specs(manifest.io.inputs, 4),
+        "outputs          " + _first_specs(manifest.io.outputs, 2),
     ]
     lines += [
         f"file             {e['name']} {e['size']:,} bytes sha256 {e['sha256'][:16]}" for e in manifest.files.values()

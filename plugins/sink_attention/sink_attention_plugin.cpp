@@ -102,8 +102,9 @@ int32_t SinkAttentionPlugin::enqueue(const PluginTensorDesc* inputDesc, const Pl
         // kv_cache_out is usually bound to kv_cache's memory; the kernel handles both cases.
         const int status = gptoss_sink_attention(
             &desc, inputs[sa::kQ], inputs[sa::kK], inputs[sa::kV], static_cast<const float*>(inputs[sa::kSinks]),
-            inputs[sa::kKvCache], outputs[sa::kKvCacheOut], static_cast<const int32_t*>(inputs[sa::kPastLen]),
-            static_cast<const int32_t*>(inputs[sa::kNewLen]), outputs[sa::kOut], workspace, stream);
+            inputs[sa::kKvCache], static_cast<const int32_t*>(inputs[sa::kPastLen]),
+            static_cast<const int32_t*>(inputs[sa::kNewLen]), outputs[sa::kOut], outputs[sa::kKvCacheOut], workspace,
+            stream);
         if (status != 0) {
             fail(kernelFailure(kName, status), nvinfer1::ErrorCode::kFAILED_EXECUTION);
         }

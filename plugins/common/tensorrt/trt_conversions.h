@@ -1,12 +1,13 @@
-// Conversions between TensorRT's types and the plain ones of plugins/common.
+// Conversions between TensorRT's types and the plain ones of the TensorRT-free code (plugin_fields.h,
+// tensor_rules.h).
 #ifndef GPTOSS_TRT_CONVERSIONS_H
 #define GPTOSS_TRT_CONVERSIONS_H
 
 #include <vector>
 
 #include "NvInferRuntime.h"
-#include "plugin_fields.h"
-#include "tensor_rules.h"
+#include "common/plugin_fields.h"
+#include "common/tensor_rules.h"
 
 namespace gptoss {
 

@@ -1,8 +1,8 @@
-// TensorRT IPluginV3 for gptoss::SinkAttention; the op's rules live in common/sink_attention.h.
+// TensorRT IPluginV3 for gptoss::SinkAttention; the op's rules live in sink_attention.h (no TensorRT).
 #ifndef GPTOSS_SINK_ATTENTION_PLUGIN_H
 #define GPTOSS_SINK_ATTENTION_PLUGIN_H
 
-#include "plugin_base.h"
+#include "common/tensorrt/plugin_base.h"
 #include "sink_attention.h"
 
 namespace gptoss {

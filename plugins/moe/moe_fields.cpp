@@ -1,5 +1,5 @@
 // MoE fields: parse with validation, and serialize back.
-#include "field_checks.h"
+#include "common/field_checks.h"
 #include "moe.h"
 
 namespace gptoss {

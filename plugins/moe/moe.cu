@@ -15,7 +15,7 @@
 // element fetched serves 8 tokens.
 #include <algorithm>
 
-#include "common.cuh"
+#include "common/kernel_common.cuh"
 
 namespace gptoss {
 namespace {

@@ -1,4 +1,4 @@
-// gptoss::MoE without TensorRT: fields, input/output rules, kernel descriptor (DESIGN.md "MoE").
+// gptoss::MoE without TensorRT: fields, input/output rules, kernel descriptor (docs/ops.md "MoE", moe/README.md).
 // Inputs hidden, expert_ids, expert_weights, gate_up_weight, [gate_up_scales], gate_up_bias, down_weight,
 // [down_scales], down_bias; output out. The scales exist only for MXFP4 weights: a float-format node has 7 inputs
 // (scales left out) or all 9 (scales present, unused). TensorRT's ONNX parser passes an empty optional input as a
@@ -9,10 +9,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/plugin_fields.h"
+#include "common/status.h"
+#include "common/tensor_rules.h"
 #include "gptoss_kernels.h"
-#include "plugin_fields.h"
-#include "status.h"
-#include "tensor_rules.h"
 
 namespace gptoss {
 

@@ -1,5 +1,5 @@
 // SinkAttention fields: parse with validation, and serialize back.
-#include "field_checks.h"
+#include "common/field_checks.h"
 #include "sink_attention.h"
 
 namespace gptoss {

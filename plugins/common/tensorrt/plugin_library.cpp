@@ -1,8 +1,8 @@
 // The library's two entry points, as IPluginRegistry::loadLibrary and `trtexec --dynamicPlugins` expect.
-#include "moe_plugin.h"
+#include "moe/moe_plugin.h"
 #include "plugin_creator.h"
 #include "plugin_logging.h"
-#include "sink_attention_plugin.h"
+#include "sink_attention/sink_attention_plugin.h"
 
 #define GPTOSS_EXPORT extern "C" __attribute__((visibility("default")))
 

@@ -1,9 +1,9 @@
-// TensorRT IPluginV3 for gptoss::MoE; the op's rules live in common/moe.h.
+// TensorRT IPluginV3 for gptoss::MoE; the op's rules live in moe.h (no TensorRT).
 #ifndef GPTOSS_MOE_PLUGIN_H
 #define GPTOSS_MOE_PLUGIN_H
 
+#include "common/tensorrt/plugin_base.h"
 #include "moe.h"
-#include "plugin_base.h"
 
 namespace gptoss {
 

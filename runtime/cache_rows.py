@@ -1,7 +1,7 @@
-"""KV-cache slots: per-row lengths over the caches a backend preallocates once.
+"""Cache rows: hands out the rows of the KV caches a backend preallocates, and runs steps over them.
 
 A row's cache is "empty" whenever its length is 0: the ops ignore every slot at or past `past_len`, so a
-finished row takes a new request without clearing or reallocating anything (slot reuse).
+finished row takes a new request without clearing or reallocating anything (row reuse).
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from .backends import Backend
 from .errors import GptOssError
 
 
-class KVCache:
-    """`batch` rows of `max_seq_len` tokens each (sliding layers keep only their window, as a ring)."""
+class CacheRows:
+    """`batch` cache rows of `max_seq_len` tokens each (sliding layers keep only their window, as a ring), the
+    length of each, which are in use, and the step that feeds new tokens to some of them."""
 
     def __init__(self, backend: Backend, batch: int, max_seq_len: int) -> None:
         backend.allocate(batch, max_seq_len)

@@ -1,6 +1,6 @@
 // Helpers shared by the gptoss kernels: error handling, dtype dispatch, vector loads and warp reductions.
-#ifndef GPTOSS_KERNELS_COMMON_CUH
-#define GPTOSS_KERNELS_COMMON_CUH
+#ifndef GPTOSS_KERNEL_COMMON_CUH
+#define GPTOSS_KERNEL_COMMON_CUH
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -143,4 +143,4 @@ inline bool is_float_dtype(gptoss_dtype dtype) {
 
 }  // namespace gptoss
 
-#endif  // GPTOSS_KERNELS_COMMON_CUH
+#endif  // GPTOSS_KERNEL_COMMON_CUH

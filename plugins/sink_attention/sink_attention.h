@@ -1,15 +1,16 @@
 // gptoss::SinkAttention without TensorRT: fields, input/output rules, kernel descriptor.
-// Inputs q, k, v, sinks, kv_cache, past_len, new_len; outputs out, kv_cache_out (DESIGN.md "SinkAttention").
+// Inputs q, k, v, sinks, kv_cache, past_len, new_len; outputs out, kv_cache_out (docs/ops.md "SinkAttention",
+// sink_attention/README.md).
 #ifndef GPTOSS_SINK_ATTENTION_H
 #define GPTOSS_SINK_ATTENTION_H
 
 #include <cstdint>
 #include <vector>
 
+#include "common/plugin_fields.h"
+#include "common/status.h"
+#include "common/tensor_rules.h"
 #include "gptoss_kernels.h"
-#include "plugin_fields.h"
-#include "status.h"
-#include "tensor_rules.h"
 
 namespace gptoss {
 

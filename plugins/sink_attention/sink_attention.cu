@@ -13,7 +13,7 @@
 #include <algorithm>
 #include <type_traits>
 
-#include "common.cuh"
+#include "common/kernel_common.cuh"
 
 namespace gptoss {
 namespace {
@@ -561,8 +561,8 @@ GPTOSS_EXPORT size_t gptoss_sink_attention_workspace_size(const gptoss_attention
 
 GPTOSS_EXPORT int gptoss_sink_attention(const gptoss_attention_desc* desc, const void* q, const void* k,
                                         const void* v, const float* sinks, const void* kv_cache_in,
-                                        void* kv_cache_out, const int32_t* past_len, const int32_t* new_len,
-                                        void* out, void* workspace, gptoss_stream stream) {
+                                        const int32_t* past_len, const int32_t* new_len, void* out,
+                                        void* kv_cache_out, void* workspace, gptoss_stream stream) {
     using gptoss::is_aligned;
     if (!gptoss::valid_desc(desc) || !q || !k || !v || !sinks || !kv_cache_in || !kv_cache_out || !past_len ||
         !new_len || !out) {
