@@ -210,16 +210,24 @@ class GptOssWithHead(nn.Module):
         """Apply the output head to hidden states."""
         raise NotImplementedError
 
+    def allocate_kv_caches(self, batch: int, max_seq_len: int) -> list[torch.Tensor]:
+        """Zeroed caches for `batch` rows (see `GptOssModel.allocate_kv_caches`)."""
+        return self.model.allocate_kv_caches(batch, max_seq_len)
+
+    def hidden_states(self, input_ids, past_len, new_len, kv_caches) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run `S` new tokens per row through the decoder; returns normed hidden states and new caches."""
+        return self.model(input_ids, past_len, new_len, kv_caches)
+
     def step(self, input_ids, past_len, new_len, kv_caches) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run `S` new tokens per row through the cache; returns per-position outputs and new caches."""
-        hidden, kv_caches = self.model(input_ids, past_len, new_len, kv_caches)
+        hidden, kv_caches = self.hidden_states(input_ids, past_len, new_len, kv_caches)
         return self.project(hidden), kv_caches
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Per-position outputs with no cache, like Hugging Face (right-padded `attention_mask`)."""
         new_len = lengths_from_mask(input_ids, attention_mask)
         past_len = torch.zeros_like(new_len)
-        caches = self.model.allocate_kv_caches(input_ids.shape[0], input_ids.shape[1])
+        caches = self.allocate_kv_caches(input_ids.shape[0], input_ids.shape[1])
         return self.step(input_ids, past_len, new_len, caches)[0]
 
 
@@ -239,7 +247,7 @@ class GptOssForCausalLM(GptOssWithHead):
     def generate_greedy(self, input_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
         """Greedy continuation of one unpadded batch `[B,S]` through the KV cache; returns `[B, max_new_tokens]`."""
         batch, seq_len = input_ids.shape
-        caches = self.model.allocate_kv_caches(batch, seq_len + max_new_tokens)
+        caches = self.allocate_kv_caches(batch, seq_len + max_new_tokens)
         past_len = torch.zeros(batch, dtype=torch.int32)
         new_len = torch.full((batch,), seq_len, dtype=torch.int32)
         tokens, generated = input_ids, []
@@ -297,11 +305,10 @@ class StepGraph(nn.Module):
         self.per_token = contract.outputs_every_position(model.head, all_positions)
 
     def allocate_kv_caches(self, batch: int, max_seq_len: int) -> list[torch.Tensor]:
-        """Zeroed caches for `batch` rows (see `GptOssModel.allocate_kv_caches`)."""
-        return self.model.model.allocate_kv_caches(batch, max_seq_len)
+        return self.model.allocate_kv_caches(batch, max_seq_len)
 
     def forward(self, input_ids, past_len, new_len, kv_caches):
-        hidden, kv_caches = self.model.model(input_ids, past_len, new_len, kv_caches)
+        hidden, kv_caches = self.model.hidden_states(input_ids, past_len, new_len, kv_caches)
         if not self.per_token:
             last = (new_len.to(torch.int64) - 1).clamp(min=0)
             index = last.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])

@@ -71,7 +71,7 @@ def export_step_graph(model: GptOssWithHead, all_positions: bool, precision_name
         torch.zeros(batch, seq_len, dtype=torch.int32),
         torch.zeros(batch, dtype=torch.int32),
         torch.full((batch,), seq_len, dtype=torch.int32),
-        model.model.allocate_kv_caches(batch, capacity),
+        model.allocate_kv_caches(batch, capacity),
     )
     b, s, m = (torch.export.Dim(name) for name in (contract.BATCH, contract.SEQ_LEN, contract.MAX_SEQ_LEN))
     cache_shapes = [{0: b} if c.window_of(i) else {0: b, 3: m} for i in range(c.num_hidden_layers)]
