@@ -15,7 +15,8 @@ from gptoss.runtime.op_signatures import DOMAIN, PLUGIN_NAMESPACE, PLUGIN_VERSIO
 from .config import GptOssConfig, load_config
 from .engine_dir import staged_engine_dir, write_manifest
 from .errors import ConfigError
-from .loading import load_model
+from .external_data import stream_weights
+from .loading import empty_model
 from .onnx_export import export_step_graph, save_onnx
 from .onnx_functions import ONNX_OPSET
 from .progress import stage
@@ -66,13 +67,14 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions | No
 
         trt_build.preflight(options.target, options.plugin_library or trt_build.default_plugin_library(), config)
     with staged_engine_dir(out_dir) as staging:
-        with stage(f"loading {model_dir} ({config.num_hidden_layers} layers, {options.precision})"):
-            model = load_model(model_dir, head=options.head, dtype=dtype)
-        with stage("exporting the cache step to ONNX"):
+        files = {"onnx": staging / "model.onnx"}
+        data_path = staging / "model.onnx.data"
+        with stage(f"tracing the cache step ({config.num_hidden_layers} layers, {options.precision}, no weights)"):
+            model = empty_model(config, options.head, dtype, source=model_dir / "config.json")
             onnx_model = export_step_graph(model, options.all_positions, options.precision)
-        files = {"onnx": staging / "model.onnx", "onnx_data": staging / "model.onnx.data"}
-        with stage("writing model.onnx and its external weights"):
-            save_onnx(onnx_model, files["onnx"], files["onnx_data"].name)
+        with stage(f"streaming the weights of {model_dir} into {data_path.name}"):
+            hashed = {"onnx_data": stream_weights(onnx_model, model, model_dir, data_path)}
+            save_onnx(onnx_model, files["onnx"], data_path.name)
         del onnx_model, model
         tokenizer = model_dir / "tokenizer.json"
         if tokenizer.is_file():
@@ -106,7 +108,7 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions | No
             contract_version=contract.CONTRACT_VERSION,
         )
         with stage("hashing files and writing manifest.json"):
-            write_manifest(staging, manifest, files)
+            write_manifest(staging, manifest, files, hashed)
     return read_manifest(out_dir)
 
 

@@ -46,7 +46,8 @@ def _publish(staging: Path, out_dir: Path) -> None:
     os.replace(manifest, out_dir / MANIFEST)
 
 
-def write_manifest(staging: Path, manifest: Manifest, files: dict[str, Path]) -> None:
-    """Record size and sha256 of `files` (role -> path in `staging`) and write the manifest there."""
-    manifest.files = {role: file_entry(path) for role, path in files.items()}
+def write_manifest(staging: Path, manifest: Manifest, files: dict[str, Path], hashed: dict[str, dict]) -> None:
+    """Record size and sha256 of `files` (role -> path in `staging`) next to the entries of files `hashed` while
+    they were written, and write the manifest there."""
+    manifest.files = hashed | {role: file_entry(path) for role, path in files.items()}
     (staging / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")

@@ -160,8 +160,14 @@ class GptOssModel(nn.Module):
         self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, dtype, device)
         self.layers = nn.ModuleList(DecoderLayer(config, i, dtype, device) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, device)
-        inv_freq, self.rope_scale = rope.yarn_inv_freq(config.rope, config.head_dim)
-        self.register_buffer("inv_freq", inv_freq.to(device), persistent=False)
+        self.rope_scale = rope.yarn_inv_freq(config.rope, config.head_dim)[1]
+        for name, value in self.computed_buffers(config).items():
+            self.register_buffer(name, value.to(device), persistent=False)
+
+    @staticmethod
+    def computed_buffers(config: GptOssConfig) -> dict[str, torch.Tensor]:
+        """Buffers computed from the config rather than read from a checkpoint, on the CPU."""
+        return {"inv_freq": rope.yarn_inv_freq(config.rope, config.head_dim)[0]}
 
     def forward(self, input_ids, past_len, new_len, kv_caches) -> tuple[torch.Tensor, list[torch.Tensor]]:
         h = self.embed_tokens(input_ids)
@@ -213,6 +219,10 @@ class GptOssWithHead(nn.Module):
     def allocate_kv_caches(self, batch: int, max_seq_len: int) -> list[torch.Tensor]:
         """Zeroed caches for `batch` rows (see `GptOssModel.allocate_kv_caches`)."""
         return self.model.allocate_kv_caches(batch, max_seq_len)
+
+    def computed_buffers(self) -> dict[str, torch.Tensor]:
+        """The decoder's computed buffers by their name in this module."""
+        return {f"model.{name}": value for name, value in GptOssModel.computed_buffers(self.config).items()}
 
     def hidden_states(self, input_ids, past_len, new_len, kv_caches) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run `S` new tokens per row through the decoder; returns normed hidden states and new caches."""
@@ -292,6 +302,9 @@ class GptOssForTokenClassification(GptOssWithHead):
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.score(hidden)
+
+
+STEP_GRAPH_PREFIX = "model."  # StepGraph holds the model as `.model`: the prefix of its parameter names
 
 
 class StepGraph(nn.Module):

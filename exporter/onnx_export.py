@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 
 import onnx_ir as ir
@@ -19,7 +21,7 @@ from gptoss.runtime import contract
 from gptoss.runtime.op_signatures import MOE, PLUGIN_ATTRIBUTES, SIGNATURES, SINK_ATTENTION, OpSignature
 
 from .errors import GptOssError
-from .model import GptOssWithHead, StepGraph
+from .model import STEP_GRAPH_PREFIX, GptOssWithHead, StepGraph
 from .onnx_functions import (
     ONNX_OPSET,
     OPSET,
@@ -67,10 +69,11 @@ def export_step_graph(model: GptOssWithHead, all_positions: bool, precision_name
     register_schemas()
     c = model.config
     batch, seq_len, capacity = 2, 5, max(2 * c.sliding_window, 8) + 3
+    device = next(model.parameters()).device  # the "meta" device when the model holds no weights
     example = (
-        torch.zeros(batch, seq_len, dtype=torch.int32),
-        torch.zeros(batch, dtype=torch.int32),
-        torch.full((batch,), seq_len, dtype=torch.int32),
+        torch.zeros(batch, seq_len, dtype=torch.int32, device=device),
+        torch.zeros(batch, dtype=torch.int32, device=device),
+        torch.full((batch,), seq_len, dtype=torch.int32, device=device),
         model.allocate_kv_caches(batch, capacity),
     )
     b, s, m = (torch.export.Dim(name) for name in (contract.BATCH, contract.SEQ_LEN, contract.MAX_SEQ_LEN))
@@ -96,14 +99,35 @@ def export_step_graph(model: GptOssWithHead, all_positions: bool, precision_name
     _name_io(onnx_model, contract.graph_io(c, model.head, all_positions, precision_name))
     for identifier in [i for i in onnx_model.functions if i[0] == OPSET.domain]:
         del onnx_model.functions[identifier]
-    # Fold constants (TensorRT needs e.g. ReduceMean's axes as build-time constants); the gptoss nodes stay
-    # nodes: their functions are attached afterwards, and inlining is off.
-    onnxscript.optimizer.optimize_ir(onnx_model, inline=False)
+    # Fold constants (TensorRT needs e.g. ReduceMean's axes as build-time constants) but never an op on a weight or
+    # buffer: each stays the checkpoint's tensor (streamed in later, possibly without a value now). The gptoss nodes
+    # stay nodes: their functions are attached afterwards, and inlining is off.
+    state = [STEP_GRAPH_PREFIX + name for name, _ in chain(model.named_parameters(), model.named_buffers())]
+    with _as_graph_inputs(onnx_model.graph, [name for name in state if name in onnx_model.graph.initializers]):
+        onnxscript.optimizer.optimize_ir(onnx_model, inline=False)
     for function in _local_functions(c.is_mxfp4):
         onnx_model.functions[function.identifier()] = function
     onnx_model.opset_imports[OPSET.domain] = OPSET.version
     onnx_model.producer_name = "gptoss-export"
     return onnx_model
+
+
+@contextmanager
+def _as_graph_inputs(graph: ir.Graph, names: list[str]) -> Iterator[None]:
+    """Turn the initializers `names` into value-less graph inputs for the duration (so no pass reads or folds
+    them), then back into initializers with their values."""
+    values = [graph.initializers.pop(name) for name in names]
+    saved = [value.const_value for value in values]
+    for value in values:
+        value.const_value = None
+        graph.inputs.append(value)
+    try:
+        yield
+    finally:
+        for value, const_value in zip(values, saved, strict=True):
+            graph.inputs.remove(value)
+            value.const_value = const_value
+            graph.register_initializer(value)
 
 
 def _name_io(onnx_model: ir.Model, io: contract.GraphIO) -> None:
@@ -120,5 +144,10 @@ def _name_io(onnx_model: ir.Model, io: contract.GraphIO) -> None:
 
 
 def save_onnx(onnx_model: ir.Model, path: Path, data_name: str) -> None:
-    """Write `onnx_model` to `path` with every initializer in the external file `data_name` beside it."""
-    ir.save(onnx_model, path, external_data=data_name)
+    """Write the graph of `onnx_model` to `path`; its weights are already in the external file `data_name` beside it
+    (`external_data.stream_weights`), only the tracer's small constants stay inline."""
+    for value in onnx_model.graph.initializers.values():
+        raw = getattr(value.const_value, "raw", None)
+        if getattr(raw, "is_meta", False):
+            raise GptOssError(f"{path}: initializer {value.name} has no value (not written to {data_name})")
+    ir.save(onnx_model, path)
