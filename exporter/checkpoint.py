@@ -19,7 +19,8 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 PACKED_DTYPES = (torch.uint8,)
-_HEADER_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "U8": torch.uint8}
+# safetensors header names of the dtypes a checkpoint may hold
+SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "U8": torch.uint8}
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class Checkpoint:
         shape = tuple(header.get_shape())
         if shape != spec.shape:
             raise CheckpointError(f"{where} has shape {list(shape)}, expected {list(spec.shape)}")
-        dtype = _HEADER_DTYPES.get(header.get_dtype())
+        dtype = SAFETENSORS_DTYPES.get(header.get_dtype())
         if dtype not in spec.dtypes:
             expected = ", ".join(str(d).removeprefix("torch.") for d in spec.dtypes)
             raise CheckpointError(f"{where} is {header.get_dtype()}, expected one of {expected}")

@@ -4,6 +4,7 @@ reads engine manifests with it)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,6 +14,8 @@ from gptoss.runtime.errors import ConfigError
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ def parse_config(raw: dict[str, Any], source: str = "config.json") -> GptOssConf
     num_kv_heads = num_heads if _is_null(raw, "num_key_value_heads") else reader.positive_int("num_key_value_heads", 8)
     layer_types = raw.get("layer_types")
     if layer_types is None:
-        layer_types = [SLIDING if i % 2 == 0 else FULL for i in range(num_layers)]
+        layer_types = default_layer_types(num_layers)
     sliding_window = raw.get("sliding_window", 128)  # absent: HF's default; null: no sliding layers
     config = GptOssConfig(
         vocab_size=reader.positive_int("vocab_size", 201088),
@@ -139,7 +142,7 @@ def parse_config(raw: dict[str, Any], source: str = "config.json") -> GptOssConf
         num_local_experts=reader.positive_int(
             "num_local_experts", raw.get("num_experts", 128), aliases=("num_experts",)
         ),
-        num_experts_per_tok=reader.positive_int("num_experts_per_tok", 4),
+        num_experts_per_tok=_experts_per_token(raw, reader),
         sliding_window=0 if sliding_window is None else reader.positive_int("sliding_window", 128),
         layer_types=tuple(layer_types),
         max_position_embeddings=reader.positive_int("max_position_embeddings", 131072),
@@ -157,6 +160,25 @@ def parse_config(raw: dict[str, Any], source: str = "config.json") -> GptOssConf
     )
     validate(config, source)
     return config
+
+
+def default_layer_types(num_layers: int) -> list[str]:
+    """Hugging Face's layer pattern when `layer_types` is absent: even layers slide, odd layers attend fully."""
+    return [SLIDING if i % 2 == 0 else FULL for i in range(num_layers)]
+
+
+def _experts_per_token(raw: dict[str, Any], reader: _Reader) -> int:
+    """Top-k of the router. Hub configs also carry `experts_per_token`, a leftover of OpenAI's original config that
+    transformers ignores; `num_experts_per_tok` wins here too, so the export runs the model transformers runs, and a
+    disagreement is logged rather than silently dropped."""
+    top_k = reader.positive_int("num_experts_per_tok", 4)
+    leftover = raw.get("experts_per_token")
+    if leftover is not None and leftover != top_k:
+        log.warning(
+            "%s: experts_per_token=%r is ignored, as transformers ignores it; num_experts_per_tok=%d is used",
+            reader.source, leftover, top_k,
+        )  # fmt: skip
+    return top_k
 
 
 def validate(config: GptOssConfig, source: str = "config") -> None:
