@@ -16,6 +16,10 @@ HUB_20B = {
                      "rope_type": "yarn", "truncate": False},
     "rope_theta": 150000, "pad_token_id": 199999, "eos_token_id": 200002, "swiglu_limit": 7.0,
     "quantization_config": {"quant_method": "mxfp4", "modules_to_not_convert": ["lm_head"]},
+    # keys the hub's config.json has and transformers' class ignores
+    "initial_context_length": 4096, "transformers_version": "4.55.0.dev0", "use_cache": True,
+    "output_router_logits": False, "router_aux_loss_coef": 0.9, "hidden_act": "silu", "attention_dropout": 0.0,
+    "initializer_range": 0.02, "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss",
 }  # fmt: skip
 
 
@@ -27,6 +31,15 @@ def test_hub_20b_config_and_published_parameter_counts():
     assert (counts.total, counts.active_per_token) == (20_914_757_184, 3_608_307_264)  # "20.9B / 3.6B"
     big = parameter_counts(parse_config({}))  # class defaults describe 120b
     assert (big.total, big.active_per_token) == (116_829_156_672, 5_132_849_472)
+
+
+def test_experts_per_token_leftover_defers_to_num_experts_per_tok(caplog):
+    assert parse_config(HUB_20B).num_experts_per_tok == 4 and not caplog.records
+    # transformers ignores the leftover; so does the exporter, with a warning naming both keys
+    config = parse_config({**HUB_20B, "experts_per_token": 8}, source="cfg.json")
+    assert config.num_experts_per_tok == 4
+    assert "cfg.json: experts_per_token=8 is ignored" in caplog.text and "num_experts_per_tok=4" in caplog.text
+    assert parse_config({**HUB_20B, "num_experts_per_tok": 2}).num_experts_per_tok == 2
 
 
 def test_yarn_frequencies_match_reference_table():

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -227,7 +227,7 @@ class _Rule:
     """How a tensor's values are drawn: `bytes` uniformly random (MXFP4 blocks: random E2M1 code pairs),
     `scale` an E8M0 byte with a jitter of -1, 0 or +1 (MXFP4 scales), or `normal` stored as bf16."""
 
-    kind: str
+    kind: Literal["bytes", "scale", "normal"]
     scale: int = 0
     mean: float = 0.0
     std: float = 1.0
@@ -267,8 +267,8 @@ def random_weights(config: GptOssConfig, head: str = "causal-lm", seed: int = 0)
 
 
 def planned_weights(config: GptOssConfig, head: str = "causal-lm", seed: int = 0) -> list[PlannedTensor]:
-    """The same tensors as `random_weights`, drawn only when written, in pieces of at most `_PIECE` elements each
-    seeded from (seed, tensor name, piece): deterministic whatever the number of threads or shards."""
+    """The tensors of `random_weights` (same distributions), drawn only when written, in pieces of at most `_PIECE`
+    elements each seeded from (seed, tensor name, piece): deterministic whatever the number of threads or shards."""
     planned = []
     for spec in all_specs(config, head):
         rule, count = _rule(spec, config), math.prod(spec.shape)
