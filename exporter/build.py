@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from gptoss.runtime.op_signatures import DOMAIN, PLUGIN_NAMESPACE, PLUGIN_VERSIO
 from .config import GptOssConfig, load_config
 from .engine_dir import staged_engine_dir, write_manifest
 from .errors import ConfigError
-from .external_data import stream_weights
+from .external_data import attach_weights, stream_weights
 from .loading import empty_model
 from .onnx_export import export_step_graph, save_onnx
 from .onnx_functions import ONNX_OPSET
@@ -69,12 +70,17 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions | No
     with staged_engine_dir(out_dir) as staging:
         files = {"onnx": staging / "model.onnx"}
         data_path = staging / "model.onnx.data"
-        with stage(f"tracing the cache step ({config.num_hidden_layers} layers, {options.precision}, no weights)"):
-            model = empty_model(config, options.head, dtype, source=model_dir / "config.json")
-            onnx_model = export_step_graph(model, options.all_positions, options.precision)
-        with stage(f"streaming the weights of {model_dir} into {data_path.name}"):
-            hashed = {"onnx_data": stream_weights(onnx_model, model, model_dir, data_path)}
-            save_onnx(onnx_model, files["onnx"], data_path.name)
+        model = empty_model(config, options.head, dtype, source=model_dir / "config.json")
+        description = f"tracing the cache step ({config.num_hidden_layers} layers, {options.precision}) while streaming"
+        with stage(f"{description} the weights of {model_dir} into {data_path.name}"), ThreadPoolExecutor(1) as pool:
+            streaming = pool.submit(stream_weights, model, model_dir, data_path)
+            try:
+                onnx_model = export_step_graph(model, options.all_positions, options.precision)
+            finally:
+                weights = streaming.result()  # the writer's errors (a bad checkpoint) come first
+        attach_weights(onnx_model, weights)
+        save_onnx(onnx_model, files["onnx"], data_path.name)
+        hashed = {"onnx_data": weights.entry}
         del onnx_model, model
         tokenizer = model_dir / "tokenizer.json"
         if tokenizer.is_file():
@@ -82,7 +88,7 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions | No
         io = contract.graph_io(config, options.head, options.all_positions, options.precision)
         target_info = {}
         if options.target != "onnx":
-            target_info = _build_engine(staging, files, options, config, io)
+            target_info = _build_engine(staging, files, hashed, options, config, io)
         manifest = Manifest(
             engine_dir=Path(out_dir),
             target=options.target,
@@ -113,18 +119,25 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions | No
 
 
 def _build_engine(
-    staging: Path, files: dict[str, Path], options: BuildOptions, config: GptOssConfig, io: contract.GraphIO
+    staging: Path,
+    files: dict[str, Path],
+    hashed: dict[str, dict],
+    options: BuildOptions,
+    config: GptOssConfig,
+    io: contract.GraphIO,
 ) -> dict:
-    """Build `engine.plan` next to the ONNX file and ship the plugin library with it."""
+    """Build `engine.plan` next to the ONNX file (the plan is hashed as it is written) and ship the plugin library
+    and the TensorRT view of the graph (`model.tensorrt.onnx`, the graph TensorRT parsed) with it."""
     from . import trt_build
 
     library = options.plugin_library or trt_build.default_plugin_library()
     timing_cache = options.timing_cache or Path.home() / ".cache" / "gptoss-export" / f"{options.target}.timing-cache"
-    files["engine"] = staging / "engine.plan"
+    files["tensorrt_onnx"] = staging / "model.tensorrt.onnx"
     with stage(f"building the {options.target} engine"):
-        info = trt_build.build_engine(
+        info, hashed["engine"] = trt_build.build_engine(
             files["onnx"],
-            files["engine"],
+            staging / "engine.plan",
+            files["tensorrt_onnx"],
             target=options.target,
             config=config,
             io=io,

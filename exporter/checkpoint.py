@@ -38,6 +38,7 @@ class Checkpoint:
     def __init__(self, model_dir: str | Path) -> None:
         self.model_dir = Path(model_dir)
         self._handles: dict[Path, object] = {}
+        self._headers: dict[Path, tuple[int, dict]] = {}  # file -> (first data byte, safetensors header)
         self._file_of = self._index()
 
     def _index(self) -> dict[str, Path]:
@@ -69,6 +70,10 @@ class Checkpoint:
     def __contains__(self, name: str) -> bool:
         return name in self._file_of
 
+    def dtype_name(self, name: str) -> str:
+        """The tensor's safetensors dtype name (`BF16`, `U8`, ...)."""
+        return self._slice(name).get_dtype()
+
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self._slice(name).get_shape())
 
@@ -94,6 +99,22 @@ class Checkpoint:
         if dtype not in spec.dtypes:
             expected = ", ".join(str(d).removeprefix("torch.") for d in spec.dtypes)
             raise CheckpointError(f"{where} is {header.get_dtype()}, expected one of {expected}")
+
+    def data_range(self, spec: TensorSpec) -> tuple[Path, int, int]:
+        """File and absolute byte range of a tensor's data, after checking `spec` and that the file holds all of it
+        (so a truncated shard fails here, before anything is written)."""
+        self.check(spec)
+        path = self._file_of[spec.name]
+        if path not in self._headers:
+            with open(path, "rb") as handle:
+                size = int.from_bytes(handle.read(8), "little")
+                self._headers[path] = (8 + size, json.loads(handle.read(size)))
+        data_start, header = self._headers[path]
+        begin, end = (data_start + offset for offset in header[spec.name]["data_offsets"])
+        if end > path.stat().st_size:
+            raise CheckpointError(f"{path}: truncated (tensor {spec.name!r} ends at byte {end}, the file has "
+                                  f"{path.stat().st_size})")  # fmt: skip
+        return path, begin, end
 
     def read(self, spec: TensorSpec) -> torch.Tensor:
         """Read one tensor, checking it against `spec` before any data is copied."""

@@ -6,11 +6,14 @@ removed first, each file is renamed into place, and the new manifest is renamed 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,3 +54,37 @@ def write_manifest(staging: Path, manifest: Manifest, files: dict[str, Path], ha
     they were written, and write the manifest there."""
     manifest.files = hashed | {role: file_entry(path) for role, path in files.items()}
     (staging / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+
+
+class HashingWriter:
+    """Appends bytes to a file while computing its size and sha256. The hash runs on its own thread (hashlib
+    releases the GIL), so writing and hashing overlap; up to `IN_FLIGHT` written buffers wait for it, and the
+    caller must not change a buffer it wrote."""
+
+    IN_FLIGHT = 4
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = 0
+        self._digest = hashlib.sha256()
+        self._hasher = ThreadPoolExecutor(1)
+        self._pending: deque[Future] = deque()
+        self._file = open(path, "wb")  # noqa: SIM115  (closed by close())
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._file.write(data)
+        self._pending.append(self._hasher.submit(self._digest.update, data))
+        while len(self._pending) > self.IN_FLIGHT:
+            self._pending.popleft().result()
+        self.size += len(data)
+
+    def pad_to(self, alignment: int) -> None:
+        self.write(bytes(-self.size % alignment))
+
+    def close(self) -> dict[str, int | str]:
+        """Close the file; returns its manifest entry (name, size, sha256)."""
+        self._file.close()
+        for future in self._pending:
+            future.result()
+        self._hasher.shutdown()
+        return {"name": self.path.name, "size": self.size, "sha256": self._digest.hexdigest()}

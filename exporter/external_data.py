@@ -1,130 +1,167 @@
-"""Write `model.onnx.data` by streaming each initializer from the checkpoint, hashing while writing.
+"""Write `model.onnx.data` by streaming the weights from the checkpoint, and point the traced graph at it.
 
-The graph is traced without real weights (parameters on the "meta" device). Each parameter initializer is then
-read from the checkpoint (MXFP4 bytes untouched, dense weights converted to the build precision), written,
-hashed and released before the next one, so memory does not grow with the model's depth; constants the
-tracer made keep their values. Afterwards every initializer is an `ir.ExternalTensor` into the written file.
+The graph is traced without real weights (parameters on the "meta" device), so nothing holds a copy of the model.
+`stream_weights` reads each weight in pieces of at most `PIECE_BYTES` straight from the safetensors files (MXFP4
+bytes untouched, dense tensors converted to the build precision), writes and hashes them; a few pieces are in
+flight at once, so memory does not grow with the model, and reading, converting, writing and hashing overlap.
+It needs only the model's parameter list, so it runs while the graph is traced; `attach_weights` then makes each
+weight initializer an `ir.ExternalTensor` into the written file.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Mapping
+import math
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import onnx_ir as ir
 import torch
 
-from .checkpoint import Checkpoint
+from .checkpoint import SAFETENSORS_DTYPES, Checkpoint
+from .engine_dir import HashingWriter
 from .errors import GptOssError
 from .loading import WeightSource, weight_sources
 from .model import STEP_GRAPH_PREFIX, GptOssWithHead
 from .progress import ByteProgress
 
-ALIGNMENT = 4096  # tensors of at least ALIGN_THRESHOLD bytes start at multiples of this (page-aligned mmap)
+PIECE_BYTES = 64 << 20
+PIECES_AHEAD = 4  # pieces read and converted ahead of the writer (bounds the memory in flight)
+ALIGNMENT = 4096  # tensors of at least ALIGN_THRESHOLD bytes start at page boundaries (mmap-friendly)
 ALIGN_THRESHOLD = 1 << 20
 
 
-def _as_bytes(tensor: torch.Tensor) -> memoryview:
-    """The tensor's raw bytes (any dtype, bfloat16 included), without a copy."""
-    return memoryview(tensor.contiguous().view(-1).view(torch.uint8).numpy())
+@dataclass(frozen=True)
+class WrittenTensor:
+    offset: int
+    nbytes: int
+    dtype: torch.dtype
+    shape: tuple[int, ...]
 
 
-def _torch_dtype(value: ir.Value) -> torch.dtype:
-    """torch dtype of an initializer (its traced value, meta or real)."""
-    raw = getattr(value.const_value, "raw", None)
-    if isinstance(raw, torch.Tensor):
-        return raw.dtype
-    return torch.from_numpy(np.empty(0, dtype=value.const_value.dtype.numpy())).dtype
+@dataclass(frozen=True)
+class WrittenWeights:
+    """Where each weight and buffer (by initializer name) lies in the data file, and the file's manifest entry."""
+
+    path: Path
+    tensors: dict[str, WrittenTensor]
+    entry: dict
 
 
-class HashingWriter:
-    """Appends bytes to a file while computing its size and sha256."""
+@dataclass(frozen=True)
+class _Planned:
+    name: str  # initializer name
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    pieces: list[Callable[[], memoryview]]
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.size = 0
-        self._digest = hashlib.sha256()
-        self._file = open(path, "wb")  # noqa: SIM115  (closed by close())
-
-    def write(self, data: bytes | memoryview) -> None:
-        self._file.write(data)
-        self._digest.update(data)
-        self.size += len(data)
-
-    def pad_to(self, alignment: int) -> None:
-        self.write(bytes(-self.size % alignment))
-
-    def close(self) -> dict[str, int | str]:
-        """Close the file; returns its manifest entry (name, size, sha256)."""
-        self._file.close()
-        return {"name": self.path.name, "size": self.size, "sha256": self._digest.hexdigest()}
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
-def stream_weights(onnx_model: ir.Model, model: GptOssWithHead, checkpoint_dir: Path, data_path: Path) -> dict:
-    """Write the weights of `onnx_model`, traced from `model` (which may hold no weights), from the checkpoint
-    into `data_path`; returns the file's manifest entry."""
-    sources = {STEP_GRAPH_PREFIX + n: s for n, s in weight_sources(model.config, model.head).items()}
-    buffers = {STEP_GRAPH_PREFIX + n: b for n, b in model.computed_buffers().items()}
+def stream_weights(model: GptOssWithHead, checkpoint_dir: Path, data_path: Path) -> WrittenWeights:
+    """Write every parameter of `model` (which may hold no values) from the checkpoint, and its computed buffers,
+    into `data_path`. The whole checkpoint is checked (names, shapes, dtypes, file sizes) before the first byte."""
     checkpoint = Checkpoint(checkpoint_dir)
     try:
-        return stream_initializers(onnx_model, checkpoint, sources, buffers, data_path)
+        parameters = dict(model.named_parameters())
+        plan = [
+            _plan_source(STEP_GRAPH_PREFIX + name, source, parameters[name], checkpoint)
+            for name, source in weight_sources(model.config, model.head).items()
+        ]
+        buffers = dict(model.named_buffers())
+        for name, value in model.computed_buffers().items():
+            buffer = value.to(buffers[name].dtype)
+            pieces = [partial(_bytes, buffer)]
+            plan.append(_Planned(STEP_GRAPH_PREFIX + name, buffer.dtype, tuple(buffer.shape), pieces))
+        return _write(plan, data_path)
     finally:
         checkpoint.close()
 
 
-def stream_initializers(
-    model: ir.Model,
-    checkpoint: Checkpoint,
-    sources: Mapping[str, WeightSource],
-    buffers: Mapping[str, torch.Tensor],
-    data_path: Path,
-) -> dict[str, int | str]:
-    """Write the weights and buffers of `model` into `data_path` and point the model at it; returns the file's
-    manifest entry. `sources` and `buffers` say where their values come from, by initializer name. The tracer's
-    own constants (shapes, scalars) stay inline: ONNX shape inference needs them in the graph."""
-    values = [v for name, v in model.graph.initializers.items() if name in sources or name in buffers]
-    readers = [_reader(value, checkpoint, sources, buffers) for value in values]
-    total = sum(_nbytes(value) for value in values)
-    progress = ByteProgress(f"writing {data_path.name}", total)
+def attach_weights(onnx_model: ir.Model, weights: WrittenWeights) -> None:
+    """Make every written initializer of `onnx_model` an external tensor into the data file; any initializer left
+    without a value (a traced weight that was not written) is an error."""
+    for name, value in onnx_model.graph.initializers.items():
+        written = weights.tensors.get(name)
+        if written is None:
+            raw = getattr(value.const_value, "raw", None)
+            if getattr(raw, "is_meta", False):
+                raise GptOssError(f"initializer {name}: no checkpoint tensor or buffer provides its value")
+            continue  # one of the tracer's own small constants: stays inline
+        if value.const_value.nbytes != written.nbytes or tuple(value.shape) != written.shape:
+            raise GptOssError(f"initializer {name}: the traced graph expects {value.shape}, {written.nbytes} bytes "
+                              f"were written")  # fmt: skip
+        value.const_value = ir.ExternalTensor(
+            weights.path.name, written.offset, written.nbytes, value.dtype, shape=value.shape, name=name,
+            base_dir=weights.path.parent,
+        )  # fmt: skip
+
+
+def _plan_source(name: str, source: WeightSource, parameter: torch.Tensor, checkpoint: Checkpoint) -> _Planned:
+    """Pieces of whole rows (first axis; experts for expert tensors) read with `pread`, transposed when the source
+    is in Hugging Face's float expert layout, converted to the parameter's dtype."""
+    path, begin, end = checkpoint.data_range(source.spec)
+    shape = source.spec.shape
+    stored = SAFETENSORS_DTYPES[checkpoint.dtype_name(source.spec.name)]
+    row_bytes = (end - begin) // max(shape[0], 1)
+    rows = max(1, PIECE_BYTES // max(row_bytes, 1))
+
+    def piece(first: int, count: int) -> memoryview:
+        raw = bytearray(count * row_bytes)
+        with open(path, "rb", buffering=0) as handle:
+            handle.seek(begin + first * row_bytes)
+            if handle.readinto(raw) != len(raw):
+                raise GptOssError(f"{path}: tensor {source.spec.name!r} is cut short (file truncated while read)")
+        tensor = torch.frombuffer(raw, dtype=stored).view(count, *shape[1:])
+        if source.transpose:
+            tensor = tensor.transpose(1, 2)
+        return _bytes(tensor.to(parameter.dtype))
+
+    pieces = [lambda f=first: piece(f, min(rows, shape[0] - f)) for first in range(0, shape[0], rows)]
+    return _Planned(name, parameter.dtype, tuple(parameter.shape), pieces)
+
+
+def _bytes(tensor: torch.Tensor) -> memoryview:
+    """The tensor's raw bytes (any dtype, bfloat16 included)."""
+    return memoryview(tensor.contiguous().view(-1).view(torch.uint8).numpy())
+
+
+def _write(plan: list[_Planned], data_path: Path) -> WrittenWeights:
+    progress = ByteProgress(f"writing {data_path.name}", sum(t.nbytes for t in plan))
     writer = HashingWriter(data_path)
+    tensors = {}
     try:
-        for value, read in zip(values, readers, strict=True):
-            nbytes = _nbytes(value)
-            if nbytes >= ALIGN_THRESHOLD:
-                writer.pad_to(ALIGNMENT)
-            offset = writer.size
-            data = read()
-            if len(data) != nbytes:
-                raise GptOssError(f"{value.name}: {len(data)} bytes, the traced graph expects {nbytes}")
-            writer.write(data)
-            del data
-            value.const_value = ir.ExternalTensor(
-                data_path.name, offset, nbytes, value.dtype, shape=value.shape, name=value.name,
-                base_dir=data_path.parent,
-            )  # fmt: skip
-            progress.advance(nbytes)
+        with ThreadPoolExecutor(2) as readers:
+            for tensor, data, first in _read_ahead(readers, plan):
+                if first:
+                    if tensor.nbytes >= ALIGN_THRESHOLD:
+                        writer.pad_to(ALIGNMENT)
+                    tensors[tensor.name] = WrittenTensor(writer.size, tensor.nbytes, tensor.dtype, tensor.shape)
+                writer.write(data)
+                progress.advance(len(data))
     finally:
         entry = writer.close()
+    for name, written in tensors.items():
+        if writer.size < written.offset + written.nbytes:
+            raise GptOssError(f"{data_path}: {name} was not written completely")
     progress.finish()
-    return entry
+    return WrittenWeights(data_path, tensors, entry)
 
 
-def _nbytes(value: ir.Value) -> int:
-    return value.const_value.nbytes
-
-
-def _reader(
-    value: ir.Value,
-    checkpoint: Checkpoint,
-    sources: Mapping[str, WeightSource],
-    buffers: Mapping[str, torch.Tensor],
-) -> Callable[[], memoryview | bytes]:
-    """How to produce the bytes of one initializer (checked before anything is written)."""
-    name, dtype = value.name, _torch_dtype(value)
-    if name in sources:
-        source = sources[name]
-        checkpoint.check(source.spec)
-        return lambda: _as_bytes(source.read(checkpoint, dtype))
-    return lambda: _as_bytes(buffers[name].to(dtype))
+def _read_ahead(pool: ThreadPoolExecutor, plan: list[_Planned]) -> Iterator[tuple[_Planned, memoryview, bool]]:
+    """Each piece of each tensor in order, made on `pool` at most PIECES_AHEAD ahead (True on a tensor's first)."""
+    pending: deque = deque()
+    items = ((tensor, piece, index == 0) for tensor in plan for index, piece in enumerate(tensor.pieces))
+    for tensor, piece, first in items:
+        pending.append((tensor, pool.submit(piece), first))
+        if len(pending) > PIECES_AHEAD:
+            done, future, is_first = pending.popleft()
+            yield done, future.result(), is_first
+    while pending:
+        done, future, is_first = pending.popleft()
+        yield done, future.result(), is_first

@@ -104,12 +104,27 @@ def export_step_graph(model: GptOssWithHead, all_positions: bool, precision_name
     # stay nodes: their functions are attached afterwards, and inlining is off.
     state = [STEP_GRAPH_PREFIX + name for name, _ in chain(model.named_parameters(), model.named_buffers())]
     with _as_graph_inputs(onnx_model.graph, [name for name in state if name in onnx_model.graph.initializers]):
-        onnxscript.optimizer.optimize_ir(onnx_model, inline=False)
+        _fold_constants(onnx_model)
     for function in _local_functions(c.is_mxfp4):
         onnx_model.functions[function.identifier()] = function
     onnx_model.opset_imports[OPSET.domain] = OPSET.version
     onnx_model.producer_name = "gptoss-export"
     return onnx_model
+
+
+def _fold_constants(onnx_model: ir.Model) -> None:
+    """Constant folding and clean-up only: onnxscript's full optimizer also applies its rewrite rules, which take
+    longer than the whole trace on deep models and are not needed by ONNX Runtime or TensorRT."""
+    onnxscript.optimizer.fold_constants(onnx_model)
+    common = ir.passes.common
+    ir.passes.Sequential(
+        common.RemoveUnusedNodesPass(),
+        common.RemoveUnusedFunctionsPass(),
+        common.RemoveUnusedOpsetsPass(),
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        common.DeduplicateInitializersPass(),
+        common.CommonSubexpressionEliminationPass(),
+    )(onnx_model)
 
 
 @contextmanager
@@ -144,10 +159,10 @@ def _name_io(onnx_model: ir.Model, io: contract.GraphIO) -> None:
 
 
 def save_onnx(onnx_model: ir.Model, path: Path, data_name: str) -> None:
-    """Write the graph of `onnx_model` to `path`; its weights are already in the external file `data_name` beside it
-    (`external_data.stream_weights`), only the tracer's small constants stay inline."""
-    for value in onnx_model.graph.initializers.values():
-        raw = getattr(value.const_value, "raw", None)
-        if getattr(raw, "is_meta", False):
-            raise GptOssError(f"{path}: initializer {value.name} has no value (not written to {data_name})")
+    """Write the graph of `onnx_model` to `path`; its weights are already external tensors in `data_name` beside
+    it (`external_data.attach_weights`), only the tracer's small constants stay inline."""
+    external = {v.const_value.location for v in onnx_model.graph.initializers.values()
+                if isinstance(v.const_value, ir.ExternalTensor)}  # fmt: skip
+    if external - {data_name}:
+        raise GptOssError(f"{path}: weights in {sorted(external - {data_name})}, expected only {data_name}")
     ir.save(onnx_model, path)

@@ -18,10 +18,12 @@ import onnx
 
 from gptoss.runtime import contract
 from gptoss.runtime.errors import GptOssError
+from gptoss.runtime.mapped_weights import MappedWeights, external_initializers
 from gptoss.runtime.op_signatures import DOMAIN, MOE, PLUGIN_NAMESPACE, PLUGIN_VERSION, SIGNATURES
 from gptoss.runtime.tensorrt_import import import_tensorrt
 
 from .config import GptOssConfig
+from .engine_dir import HashingWriter
 
 log = logging.getLogger(__name__)
 progress_log = logging.getLogger("gptoss.progress")
@@ -167,7 +169,7 @@ def load_plugins(trt: ModuleType, builder: Any, library: Path) -> None:
             )
 
 
-def tensorrt_view(onnx_path: Path) -> bytes:
+def tensorrt_view(onnx_path: Path) -> onnx.ModelProto:
     """The exported graph as TensorRT's ONNX parser must see it (weights stay in the external file):
 
     - no model-local `gptoss` functions: a missing plugin is then an error, not a silent expansion;
@@ -190,12 +192,48 @@ def tensorrt_view(onnx_path: Path) -> bytes:
     for initializer in model.graph.initializer:
         if initializer.name in byte_inputs and initializer.data_type == onnx.TensorProto.UINT8:
             initializer.data_type = onnx.TensorProto.INT8
-    return model.SerializeToString()
+    return model
+
+
+class _PlanWriter:
+    """Factory of a TensorRT IStreamWriter that writes the serialized plan to a file as TensorRT produces it,
+    hashing on the way (no copy of the whole plan in memory, no second read)."""
+
+    @staticmethod
+    def create(trt: ModuleType, path: Path) -> Any:
+        class Writer(trt.IStreamWriter):
+            def __init__(self) -> None:
+                trt.IStreamWriter.__init__(self)
+                self.file = HashingWriter(path)
+
+            def write(self, data: bytes) -> int:
+                self.file.write(data)
+                return len(data)
+
+        return Writer()
+
+
+def _parse(trt: ModuleType, network: Any, logger: Any, view: onnx.ModelProto, view_path: Path) -> MappedWeights:
+    """Parse the TensorRT view into `network`, handing TensorRT the weights as pages of a read-only mapping of
+    the data file (user-provided initializers) rather than letting it read a copy; returns the mapping, which
+    must stay open until the engine is built."""
+    parser = trt.OnnxParser(network, logger)
+    serialized = view.SerializeToString()
+    weights = MappedWeights(view_path.parent, external_initializers(view))
+    loaded = parser.load_model_proto(serialized, str(view_path))
+    if loaded:
+        weights.load_into(parser, str(view_path))
+    if not (loaded and parser.parse_model_proto()):
+        weights.close()
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise GptOssError(f"{view_path}: TensorRT could not parse it: {errors}")
+    return weights
 
 
 def build_engine(
     onnx_path: Path,
     plan_path: Path,
+    view_path: Path,
     *,
     target: str,
     config: GptOssConfig,
@@ -206,7 +244,8 @@ def build_engine(
     compute_capability: str | None,
     timing_cache: Path | None,
 ) -> dict[str, Any]:
-    """Parse `onnx_path`, build a serialized engine into `plan_path`; returns the manifest's target info."""
+    """Write the TensorRT view of `onnx_path` to `view_path` (beside it: same data file), parse it and stream the
+    serialized engine into `plan_path`; returns the manifest's target info and the plan's file entry."""
     trt = import_tensorrt(target)
     if target == "tensorrt-rtx":
         ensure_parser_finds_library(trt)
@@ -214,10 +253,10 @@ def build_engine(
     builder = trt.Builder(logger)
     load_plugins(trt, builder, plugin_library)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(tensorrt_view(onnx_path), str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise GptOssError(f"{onnx_path}: TensorRT could not parse it: {errors}")
+    view = tensorrt_view(onnx_path)
+    view_path.write_bytes(view.SerializeToString())
+    weights = _parse(trt, network, logger, view, view_path)
+    del view
 
     builder_config = builder.create_builder_config()
     builder_config.progress_monitor = _progress_monitor(trt)
@@ -236,14 +275,18 @@ def build_engine(
     # An ahead-of-time build times nothing (there may be no GPU), so it neither reads nor writes the cache.
     cache = None if compute_capability else _timing_cache(builder_config, timing_cache)
 
-    serialized = builder.build_serialized_network(network, builder_config)
-    if serialized is None:
+    writer = _PlanWriter.create(trt, plan_path)
+    try:
+        built = builder.build_serialized_network_to_stream(network, builder_config, writer)
+    finally:
+        plan_entry = writer.file.close()
+        weights.close()
+    if not built:
         raise GptOssError(f"{onnx_path}: TensorRT failed to build the engine (run with -v for its log)")
-    plan_path.write_bytes(bytes(serialized))
     if timing_cache is not None and cache is not None:
         timing_cache.parent.mkdir(parents=True, exist_ok=True)
         timing_cache.write_bytes(bytes(cache.serialize()))
-    return {
+    info = {
         "module": trt.__name__,
         "version": trt.__version__,
         "compute_capability": compute_capability,
@@ -255,6 +298,7 @@ def build_engine(
             1 for i in range(network.num_layers) if network.get_layer(i).type == trt.LayerType.PLUGIN_V3
         ),
     }
+    return info, plan_entry
 
 
 def _set_compute_capability(trt: ModuleType, builder_config: Any, value: str) -> None:

@@ -1,7 +1,27 @@
-"""Run gptoss-export engine directories. Importing this package does not import torch."""
+"""Run gptoss-export engine directories. Importing this package does not import torch.
 
-from .engine import Classification, Engine
-from .errors import CheckpointError, ConfigError, GptOssError
-from .generation import GenerationResult, Increment
+Attributes load lazily, so a submodule (e.g. `gptoss.runtime.errors`, which the exporter's config uses) imports
+without the engine and its backends.
+"""
 
-__all__ = ["CheckpointError", "Classification", "ConfigError", "Engine", "GenerationResult", "GptOssError", "Increment"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CheckpointError": "errors",
+    "Classification": "engine",
+    "ConfigError": "errors",
+    "Engine": "engine",
+    "GenerationResult": "generation",
+    "GptOssError": "errors",
+    "Increment": "generation",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
