@@ -34,6 +34,7 @@ class BuildOptions:
     max_seq_len: int = 4096
     all_positions: bool = False
     compute_capability: str | None = None
+    bind_weights: str = "all"  # TensorRT targets: weights taken as engine inputs, "all" or "experts"
     plugin_library: Path | None = None  # TensorRT targets; default: trt_build.default_plugin_library()
     timing_cache: Path | None = None  # TensorRT targets; default: ~/.cache/gptoss-export/<target>.timing-cache
 
@@ -43,6 +44,10 @@ class BuildOptions:
         if self.head not in contract.HEADS:
             raise ConfigError(f"--head {self.head!r} is unknown, expected one of {', '.join(contract.HEADS)}")
         contract.precision(self.precision)
+        from .trt_build import BIND_WEIGHTS
+
+        if self.bind_weights not in BIND_WEIGHTS:
+            raise ConfigError(f"--bind-weights {self.bind_weights!r}, expected one of {', '.join(BIND_WEIGHTS)}")
         if self.compute_capability and self.target == "onnx":
             raise ConfigError("--compute-capability applies to the tensorrt and tensorrt-rtx targets, not onnx")
         if self.max_batch < 1 or self.max_seq_len < 1:
@@ -127,23 +132,22 @@ def _build_engine(
     io: contract.GraphIO,
 ) -> dict:
     """Build `engine.plan` next to the ONNX file (the plan is hashed as it is written) and ship the plugin library
-    and the TensorRT view of the graph (`model.tensorrt.onnx`, the graph TensorRT parsed) with it."""
+    with it."""
     from . import trt_build
 
     library = options.plugin_library or trt_build.default_plugin_library()
     timing_cache = options.timing_cache or Path.home() / ".cache" / "gptoss-export" / f"{options.target}.timing-cache"
-    files["tensorrt_onnx"] = staging / "model.tensorrt.onnx"
     with stage(f"building the {options.target} engine"):
         info, hashed["engine"] = trt_build.build_engine(
             files["onnx"],
             staging / "engine.plan",
-            files["tensorrt_onnx"],
             target=options.target,
             config=config,
             io=io,
             max_batch=options.max_batch,
             max_seq_len=options.max_seq_len,
             plugin_library=library,
+            bind_weights=options.bind_weights,
             compute_capability=options.compute_capability,
             timing_cache=timing_cache,
         )

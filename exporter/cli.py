@@ -49,6 +49,9 @@ def build(
     compute_capability: Annotated[
         str | None, typer.Option(help="Build ahead of time for this GPU, e.g. sm89 (TensorRT targets).")
     ] = None,
+    bind_weights: Annotated[
+        str, typer.Option(help="TensorRT targets: weights the engine binds from model.onnx.data, all or experts.")
+    ] = "all",
     plugin_lib: Annotated[
         Path | None, typer.Option(help="libgptoss_plugins.so (TensorRT targets; default: build/plugins/).")
     ] = None,
@@ -66,6 +69,7 @@ def build(
     options = BuildOptions(
         target=target, head=head, precision=precision, max_batch=max_batch, max_seq_len=max_seq_len,
         all_positions=all_positions, compute_capability=compute_capability, plugin_library=plugin_lib,
+        bind_weights=bind_weights,
     )  # fmt: skip
     manifest = run_build(model_dir, out, options)
     typer.echo(f"engine directory {manifest.engine_dir}")

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 progress_log = logging.getLogger("gptoss.progress")
 
 PLUGIN_LIBRARY_NAME = "libgptoss_plugins.so"
+# MoE inputs from here on are the experts' weights, scales and biases
+_FIRST_EXPERT_INPUT = [t.name for t in MOE.inputs].index("gate_up_weight")
+BIND_WEIGHTS = ("all", "experts")  # which weights an engine takes as inputs (see tensorrt_view)
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -169,30 +172,50 @@ def load_plugins(trt: ModuleType, builder: Any, library: Path) -> None:
             )
 
 
-def tensorrt_view(onnx_path: Path) -> onnx.ModelProto:
-    """The exported graph as TensorRT's ONNX parser must see it (weights stay in the external file):
+def tensorrt_view(onnx_path: Path, bind_weights: str = "all") -> tuple[onnx.ModelProto, list[str]]:
+    """The exported graph as TensorRT's ONNX parser must see it (weights stay in the external file), and the names
+    of the weights it takes as inputs:
 
     - no model-local `gptoss` functions: a missing plugin is then an error, not a silent expansion;
     - MXFP4 blocks and scales typed INT8 instead of UINT8: the parser widens uint8 initializers to int32,
       while the plugin reads either as raw bytes (the bytes on disk are the same);
     - float-format MoE nodes without their empty optional scale inputs: the parser turns empty inputs into
-      null tensors, which TensorRT rejects for plugins.
+      null tensors, which TensorRT rejects for plugins;
+    - weights as graph inputs rather than initializers (`bind_weights`): "all" of them, or only the "experts"
+      (MoE inputs from gate_up_weight on: blocks, scales, biases, most of the model's bytes, which feed only the
+      plugin, so TensorRT loses nothing by not seeing them). Bound weights stay out of the builder's memory and
+      the plan; the runtime binds them from model.onnx.data (`bound_weights` in the manifest). Binding all makes
+      the build's memory flat in the model's depth and the engine directory hold each weight once; keeping the
+      dense weights in the plan lets TensorRT treat them as constants.
     """
     model = onnx.load(str(onnx_path), load_external_data=False)
     kept = [f for f in model.functions if f.domain != DOMAIN]
     del model.functions[:]
     model.functions.extend(kept)
-    byte_inputs = set()
+    expert_inputs = set()
     for node in model.graph.node:
         if node.domain == DOMAIN and node.op_type == MOE.name:
-            byte_inputs.update(node.input)
+            expert_inputs.update(node.input[_FIRST_EXPERT_INPUT:])
             present = [name for name in node.input if name]
             del node.input[:]
             node.input.extend(present)
+    if bind_weights not in BIND_WEIGHTS:
+        raise GptOssError(f"--bind-weights {bind_weights!r}, expected one of {', '.join(BIND_WEIGHTS)}")
+    bound, kept = [], []
     for initializer in model.graph.initializer:
-        if initializer.name in byte_inputs and initializer.data_type == onnx.TensorProto.UINT8:
+        if initializer.data_type == onnx.TensorProto.UINT8 and initializer.name in expert_inputs:
             initializer.data_type = onnx.TensorProto.INT8
-    return model
+        external = initializer.data_location == onnx.TensorProto.EXTERNAL
+        if initializer.name in expert_inputs or (bind_weights == "all" and external):
+            bound.append(initializer.name)
+            model.graph.input.append(
+                onnx.helper.make_tensor_value_info(initializer.name, initializer.data_type, initializer.dims)
+            )
+        else:
+            kept.append(initializer)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    return model, bound
 
 
 class _PlanWriter:
@@ -213,27 +236,25 @@ class _PlanWriter:
         return Writer()
 
 
-def _parse(trt: ModuleType, network: Any, logger: Any, view: onnx.ModelProto, view_path: Path) -> MappedWeights:
-    """Parse the TensorRT view into `network`, handing TensorRT the weights as pages of a read-only mapping of
-    the data file (user-provided initializers) rather than letting it read a copy; returns the mapping, which
-    must stay open until the engine is built."""
+def _parse(trt: ModuleType, network: Any, logger: Any, view: onnx.ModelProto, onnx_path: Path) -> MappedWeights:
+    """Parse the TensorRT view of `onnx_path` into `network`, handing TensorRT the weights as pages of a read-only
+    mapping of the data file (user-provided initializers) rather than letting it read a copy; returns the mapping,
+    which must stay open until the engine is built."""
     parser = trt.OnnxParser(network, logger)
-    serialized = view.SerializeToString()
-    weights = MappedWeights(view_path.parent, external_initializers(view))
-    loaded = parser.load_model_proto(serialized, str(view_path))
+    weights = MappedWeights(onnx_path.parent, external_initializers(view))
+    loaded = parser.load_model_proto(view.SerializeToString(), str(onnx_path))
     if loaded:
-        weights.load_into(parser, str(view_path))
+        weights.load_into(parser, str(onnx_path))
     if not (loaded and parser.parse_model_proto()):
         weights.close()
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise GptOssError(f"{view_path}: TensorRT could not parse it: {errors}")
+        raise GptOssError(f"{onnx_path}: TensorRT could not parse it: {errors}")
     return weights
 
 
 def build_engine(
     onnx_path: Path,
     plan_path: Path,
-    view_path: Path,
     *,
     target: str,
     config: GptOssConfig,
@@ -241,11 +262,12 @@ def build_engine(
     max_batch: int,
     max_seq_len: int,
     plugin_library: Path,
+    bind_weights: str,
     compute_capability: str | None,
     timing_cache: Path | None,
 ) -> dict[str, Any]:
-    """Write the TensorRT view of `onnx_path` to `view_path` (beside it: same data file), parse it and stream the
-    serialized engine into `plan_path`; returns the manifest's target info and the plan's file entry."""
+    """Parse the TensorRT view of `onnx_path` and stream the serialized engine into `plan_path`; returns the
+    manifest's target info and the plan's file entry."""
     trt = import_tensorrt(target)
     if target == "tensorrt-rtx":
         ensure_parser_finds_library(trt)
@@ -253,9 +275,8 @@ def build_engine(
     builder = trt.Builder(logger)
     load_plugins(trt, builder, plugin_library)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    view = tensorrt_view(onnx_path)
-    view_path.write_bytes(view.SerializeToString())
-    weights = _parse(trt, network, logger, view, view_path)
+    view, bound = tensorrt_view(onnx_path, bind_weights)
+    weights = _parse(trt, network, logger, view, onnx_path)
     del view
 
     builder_config = builder.create_builder_config()
@@ -293,6 +314,7 @@ def build_engine(
         "strongly_typed": True,
         "profiles": [profile.__dict__ for profile in profiles],
         "plugin_version": PLUGIN_VERSION,
+        "bound_weights": bound,
         "num_layers": network.num_layers,
         "plugin_layers": sum(
             1 for i in range(network.num_layers) if network.get_layer(i).type == trt.LayerType.PLUGIN_V3

@@ -101,3 +101,32 @@ def test_dimensions_the_kernels_do_not_take_are_rejected_before_export(tmp_path)
     checkpoint = write_demo_model(tmp_path / "ckpt", expert_format="bf16", head_dim=20)
     with pytest.raises(GptOssError, match="head_dim 20: the plugins need a multiple of 8"):
         build(checkpoint, tmp_path / "engine", BuildOptions(target="tensorrt-rtx"))
+
+
+@needs_plugins
+@needs_rtx
+@pytest.mark.parametrize(("expert_format", "bind"), [("mxfp4", "experts"), ("bf16", "experts"), ("mxfp4", "all")])
+def test_engines_bind_weights_from_the_data_file(checkpoint_factory, tmp_path, expert_format, bind):
+    import onnx
+
+    from gptoss.exporter.trt_build import tensorrt_view
+    from gptoss.runtime.mapped_weights import external_initializers
+
+    options = BuildOptions(target="tensorrt-rtx", compute_capability="sm89", max_seq_len=64, bind_weights=bind)
+    manifest = build(checkpoint_factory("demo", expert_format=expert_format), tmp_path / "engine", options)
+    bound = manifest.target_info["bound_weights"]
+    data = {i.name for i in external_initializers(onnx.load(str(manifest.path("onnx")), load_external_data=False))}
+    if bind == "all":
+        assert set(bound) == data  # the plan holds no weight: each lives once, in model.onnx.data
+    else:
+        per_layer = 6 if expert_format == "mxfp4" else 4  # blocks+scales or float weights, and the biases
+        assert len(bound) == per_layer * manifest.config.num_hidden_layers
+        assert all(".mlp.experts." in name for name in bound) and set(bound) <= data
+    view, _ = tensorrt_view(manifest.path("onnx"), bind)
+    assert set(bound) <= {i.name for i in view.graph.input}
+    assert not set(bound) & {i.name for i in view.graph.initializer}
+
+
+def test_bad_bind_weights_is_a_one_line_error(checkpoint_factory, tmp_path):
+    with pytest.raises(GptOssError, match="--bind-weights 'some', expected one of all, experts"):
+        build(checkpoint_factory("demo"), tmp_path / "engine", BuildOptions(target="tensorrt-rtx", bind_weights="some"))

@@ -1,88 +1,190 @@
-"""Export benchmark at the real gpt-oss-20b layer dimensions (hidden 2880, 32 MXFP4 experts, vocabulary
-201088, 64/8 heads) with only 2 layers so it fits this machine. Prints export time and peak resident
-memory against the checkpoint size, per precision; each export runs in a fresh process so its peak RSS is
-its own.
+"""Export and engine-build benchmark at real GPT-OSS sizes, against a plain copy of the checkpoint.
 
-Run as `python -m gptoss.tools.bench_export [--workdir DIR] [--precisions bf16 fp32] [--layers 2]`.
+For each model (`--model gpt-oss-20b` or `gpt-oss-120b:4`, a preset with an optional depth) it writes a
+random-weight checkpoint in the hub's layout, times a plain copy of it, then runs each build in its own process
+(`gptoss-export build --target onnx`, and `tensorrt-rtx` ahead of time for `--compute-capability`): wall time, the
+ratio to the copy, peak resident memory, peak anonymous memory (sampled: what the kernel cannot reclaim; mapped
+checkpoint or data-file pages are file cache) and, with `--export-cap`/`--build-cap` (root, cgroup v1 memory
+controller), the process runs under a hard memory limit whose peak and failures are printed. The engine
+directory's size is printed against the checkpoint's. Everything is deleted unless `--keep`.
+
+Run as `python -m gptoss.tools.bench_export [--model gpt-oss-20b] [--model gpt-oss-120b:4 --model gpt-oss-120b:8]
+[--targets onnx tensorrt-rtx] [--export-cap 4G] [--build-cap 16G] [--workdir DIR]`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import resource
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from gptoss.tools.demo_model import DEMO_CONFIG, write_demo_model
+from gptoss.tools.demo_model import write_hub_model
 
-GPT_OSS_20B_LAYER = {
-    "vocab_size": 201088,
-    "hidden_size": 2880,
-    "intermediate_size": 2880,
-    "num_attention_heads": 64,
-    "num_key_value_heads": 8,
-    "head_dim": 64,
-    "num_local_experts": 32,
-    "num_experts_per_tok": 4,
-    "sliding_window": 128,
-    "max_position_embeddings": 131072,
-    "rope_scaling": {**DEMO_CONFIG["rope_scaling"], "original_max_position_embeddings": 4096},
-    "pad_token_id": 199999,
-    "eos_token_id": 200002,
-    "bos_token_id": 199998,
-}
+CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 
 
-def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+@dataclass
+class Run:
+    wall_s: float
+    peak_rss: int
+    peak_anon: int
+    returncode: int
+    cap: str | None = None
+    cgroup_peak: int | None = None
+    cgroup_failcnt: int | None = None
+    stderr_tail: str = ""
 
 
-def _write_checkpoint(path: Path, layers: int) -> None:
-    write_demo_model(path, expert_format="mxfp4", num_hidden_layers=layers, **GPT_OSS_20B_LAYER)
+def directory_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _export_once(checkpoint: Path, out: Path, precision: str) -> dict:
-    """Child process: build the ONNX engine directory and report time and peak RSS."""
-    from gptoss.exporter.build import BuildOptions, build
+def drop_caches() -> bool:
+    """Empty the page cache (root only) so copy and build both read from disk; False when not allowed."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
 
+
+def copy_seconds(checkpoint: Path, workdir: Path) -> float:
+    """Seconds of `cp -r` of the checkpoint, flushed to disk; the copy is removed."""
+    target = workdir / "copy"
     start = time.perf_counter()
-    build(checkpoint, out, BuildOptions(precision=precision, max_seq_len=4096))
+    subprocess.run(["cp", "-r", str(checkpoint), str(target)], check=True)
+    os.sync()
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"precision": precision, "seconds": seconds, "peak_rss": peak, "engine_bytes": _size(out)}
+    shutil.rmtree(target)
+    return seconds
+
+
+class _AnonSampler(threading.Thread):
+    """Samples RssAnon of a process (and its peak) every 0.2 s until stopped."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self._done = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        status = Path(f"/proc/{self.pid}/status")
+        while not self._done.wait(0.2):
+            try:
+                line = next(x for x in status.read_text().splitlines() if x.startswith("RssAnon:"))
+            except (OSError, StopIteration):
+                continue
+            self.peak = max(self.peak, int(line.split()[1]) * 1024)
+
+    def stop(self) -> int:
+        self._done.set()
+        self.join()
+        return self.peak
+
+
+def run_capped(command: list[str], cap: str | None, name: str) -> Run:
+    """Run `command`, optionally in a fresh memory cgroup limited to `cap`; measure time and memory."""
+    group = CGROUP_ROOT / f"gptoss-bench-{name}-{os.getpid()}" if cap else None
+    if group:
+        group.mkdir(exist_ok=True)
+        (group / "memory.limit_in_bytes").write_text(cap)
+    with tempfile.TemporaryFile("w+") as stderr:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=stderr,
+            preexec_fn=(lambda: (group / "cgroup.procs").write_text(str(os.getpid()))) if group else None,
+        )  # fmt: skip
+        sampler = _AnonSampler(process.pid)
+        sampler.start()
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        stderr.seek(0)
+        tail = stderr.read().strip()[-300:]
+    result = Run(wall, usage.ru_maxrss * 1024, sampler.stop(), process.returncode, cap, stderr_tail=tail)
+    if group:
+        result.cgroup_peak = int((group / "memory.max_usage_in_bytes").read_text())
+        result.cgroup_failcnt = int((group / "memory.failcnt").read_text())
+        group.rmdir()
+    return result
+
+
+def _build_command(checkpoint: Path, out: Path, target: str, precision: str, capability: str) -> list[str]:
+    command = [sys.executable, "-m", "gptoss.exporter", "build", str(checkpoint), "--out", str(out),
+               "--precision", precision, "--target", target]  # fmt: skip
+    return command + (["--compute-capability", capability] if target != "onnx" else [])
+
+
+def _gib(nbytes: int | None) -> str:
+    return "-" if nbytes is None else f"{nbytes / 2**30:.2f}"
+
+
+def bench_model(spec: str, args: argparse.Namespace, workdir: Path) -> Iterator[str]:
+    """Rows of the table for one `preset[:layers]`, as they are measured."""
+    preset, _, layers = spec.partition(":")
+    checkpoint = workdir / "checkpoint"
+    overrides = {"num_hidden_layers": int(layers)} if layers else {}
+    start = time.perf_counter()
+    write_hub_model(checkpoint, preset, **overrides)
+    write_s = time.perf_counter() - start
+    size = directory_bytes(checkpoint)
+    cold = args.cold and drop_caches()
+    copy = copy_seconds(checkpoint, workdir)
+    name = f"{preset}:{layers or 'full'}"
+    yield f"{name:<18} {'checkpoint':<18} {write_s:>8.1f} {'':>7} {'':>9} {'':>9} {'':>14} {_gib(size):>10}"
+    yield f"{name:<18} {'copy':<18} {copy:>8.1f} {1.0:>7.2f}"
+    for target in args.targets:
+        out = workdir / f"engine-{target}"
+        cap = args.export_cap if target == "onnx" else args.build_cap
+        if cold:
+            drop_caches()
+        run = run_capped(_build_command(checkpoint, out, target, args.precision, args.compute_capability), cap,
+                         target)  # fmt: skip
+        engine = directory_bytes(out) if run.returncode == 0 else None
+        capped = f"{_gib(run.cgroup_peak)}/{cap} f{run.cgroup_failcnt}" if cap else "-"
+        row = (
+            f"{name:<18} {'build ' + target:<18} {run.wall_s:>8.1f} {run.wall_s / copy:>7.2f} {_gib(run.peak_rss):>9} "
+            f"{_gib(run.peak_anon):>9} {capped:>14} {_gib(engine):>10}"
+        )
+        if engine is None:
+            yield row + f"  FAILED ({run.returncode}): {run.stderr_tail.splitlines()[-1:]}"
+        else:
+            yield row + f"  ({engine / size:.2f}x checkpoint)"
+        if not args.keep:
+            shutil.rmtree(out, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(checkpoint)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, default=None, help="where to write (default: a temp dir)")
-    parser.add_argument("--precisions", nargs="+", default=["bf16", "fp32"])
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--child", nargs=3, metavar=("CHECKPOINT", "OUT", "PRECISION"), help=argparse.SUPPRESS)
+    parser.add_argument("--model", action="append", help="preset[:layers], repeat (default gpt-oss-20b)")
+    parser.add_argument("--targets", nargs="+", default=["onnx", "tensorrt-rtx"])
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--compute-capability", default="sm89", help="TensorRT targets: ahead-of-time GPU")
+    parser.add_argument("--export-cap", help="hard memory limit of the ONNX build, e.g. 4G (root, cgroup v1)")
+    parser.add_argument("--build-cap", help="hard memory limit of the engine builds, e.g. 16G")
+    parser.add_argument("--cold", action="store_true", help="drop the page cache before the copy and each build")
+    parser.add_argument("--workdir", type=Path, help="where to write (default: a temporary directory)")
+    parser.add_argument("--keep", action="store_true", help="keep checkpoints and engine directories")
     args = parser.parse_args(argv)
-    if args.child:
-        checkpoint, out, precision = args.child
-        print(json.dumps(_export_once(Path(checkpoint), Path(out), precision)))
-        return
+    if (args.export_cap or args.build_cap) and not CGROUP_ROOT.is_dir():
+        parser.error(f"--export-cap/--build-cap need the cgroup v1 memory controller at {CGROUP_ROOT}")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gptoss-bench-export-"))
-    checkpoint = workdir / "checkpoint"
-    start = time.perf_counter()
-    _write_checkpoint(checkpoint, args.layers)
-    checkpoint_bytes = _size(checkpoint)
-    print(f"checkpoint: {args.layers} layers at gpt-oss-20b dimensions, MXFP4 experts, "
-          f"{checkpoint_bytes / 2**30:.2f} GiB, written in {time.perf_counter() - start:.0f} s")  # fmt: skip
-    print(f"{'precision':<10} {'export s':>9} {'peak RSS GiB':>13} {'RSS / ckpt':>11} {'engine GiB':>11}")
-    for precision in args.precisions:
-        out = workdir / f"engine-{precision}"
-        child = [sys.executable, "-m", "gptoss.tools.bench_export", "--child", str(checkpoint), str(out), precision]
-        result = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout)
-        print(
-            f"{precision:<10} {result['seconds']:9.1f} {result['peak_rss'] / 2**30:13.2f} "
-            f"{result['peak_rss'] / checkpoint_bytes:11.2f} {result['engine_bytes'] / 2**30:11.2f}"
-        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"{'model':<18} {'step':<18} {'wall s':>8} {'x copy':>7} {'RSS GiB':>9} {'anon GiB':>9} "
+          f"{'cgroup GiB':>14} {'size GiB':>10}", flush=True)  # fmt: skip
+    for spec in args.model or ["gpt-oss-20b"]:
+        for row in bench_model(spec, args, workdir):
+            print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,17 @@ in a CUDA graph and replayed.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import mmap
+from typing import Any
 
 import numpy as np
 
 from .. import contract
 from ..errors import GptOssError
 from ..manifest import Manifest
+from ..mapped_weights import MappedWeights, external_initializers
 from ..tensorrt_import import import_tensorrt
 from . import cache_shapes
 
@@ -41,7 +45,9 @@ class TensorRTBackend:
         library = manifest.path("plugin_library")
         if runtime.get_plugin_registry().load_library(str(library)) is None:
             raise GptOssError(f"{library}: TensorRT could not load the plugin library")
-        self.engine = runtime.deserialize_cuda_engine(manifest.path("engine").read_bytes())
+        path = manifest.path("engine")
+        with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as plan:
+            self.engine = runtime.deserialize_cuda_engine(plan)  # from the mapped file, not a copy
         if self.engine is None:
             raise GptOssError(
                 f"{manifest.path('engine')}: TensorRT could not deserialize it (built for another GPU or version?)"
@@ -62,6 +68,30 @@ class TensorRTBackend:
         self._output = manifest.io.output
         self._use_cuda_graph = use_cuda_graph
         self._graph = None
+        self.bound_weights = self._upload_bound_weights()
+
+    def _upload_bound_weights(self) -> dict[str, Any]:
+        """Device copies of the weights the engine takes as inputs (`target_info["bound_weights"]`: the experts,
+        kept out of the plan), read from the mapped `model.onnx.data`; bound at every step."""
+        import onnx
+
+        torch, m = self._torch, self.manifest
+        names = set(m.target_info.get("bound_weights", ()))
+        if not names:
+            return {}
+        proto = onnx.load(str(m.path("onnx")), load_external_data=False)
+        self._bound_shapes = {t.name: tuple(t.dims) for t in proto.graph.initializer if t.name in names}
+        weights = MappedWeights(m.engine_dir, [i for i in external_initializers(proto) if i.name in names])
+        try:  # raw bytes on the device: TensorRT reads them by address, with the input's own type and shape
+            device = {
+                name: torch.frombuffer((ctypes.c_uint8 * size).from_address(address), dtype=torch.uint8).to("cuda")
+                for name, address, size in weights.addresses()
+            }
+        finally:
+            weights.close()
+        if set(device) != names:
+            raise GptOssError(f"{m.path('onnx')}: bound weights {sorted(names - set(device))} are not in its data")
+        return device
 
     def allocate(self, batch: int, max_seq_len: int) -> None:
         torch, m = self._torch, self.manifest
@@ -83,6 +113,9 @@ class TensorRTBackend:
         for name, tensor in zip(contract.STEP_INPUTS, (ids, self.past_len, self.new_len), strict=True):
             context.set_input_shape(name, tuple(tensor.shape))
             context.set_tensor_address(name, tensor.data_ptr())
+        for name, weight in self.bound_weights.items():
+            context.set_input_shape(name, self._bound_shapes[name])
+            context.set_tensor_address(name, weight.data_ptr())
         for i, cache in enumerate(self.caches):
             context.set_input_shape(contract.cache_input(i), tuple(cache.shape))
             context.set_tensor_address(contract.cache_input(i), cache.data_ptr())
