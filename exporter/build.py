@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from gptoss.runtime.op_signatures import DOMAIN, PLUGIN_NAMESPACE, PLUGIN_VERSIO
 from .config import GptOssConfig, load_config
 from .engine_dir import staged_engine_dir, write_manifest
 from .errors import ConfigError
-from .external_data import attach_weights, stream_weights
+from .external_data import attach_weights, plan_weights, write_weights
 from .loading import empty_model
 from .onnx_export import export_step_graph, save_onnx
 from .onnx_functions import ONNX_OPSET
@@ -77,12 +78,17 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions | No
         data_path = staging / "model.onnx.data"
         model = empty_model(config, options.head, dtype, source=model_dir / "config.json")
         description = f"tracing the cache step ({config.num_hidden_layers} layers, {options.precision}) while streaming"
+        plan = plan_weights(model, model_dir)
         with stage(f"{description} the weights of {model_dir} into {data_path.name}"), ThreadPoolExecutor(1) as pool:
-            streaming = pool.submit(stream_weights, model, model_dir, data_path)
+            cancel = threading.Event()
+            streaming = pool.submit(write_weights, plan, data_path, cancel)
             try:
                 onnx_model = export_step_graph(model, options.all_positions, options.precision)
-            finally:
-                weights = streaming.result()  # the writer's errors (a bad checkpoint) come first
+            except BaseException:
+                cancel.set()  # the trace failed or was interrupted: stop the writer, report the trace's error
+                wait([streaming])
+                raise
+            weights = streaming.result()
         attach_weights(onnx_model, weights)
         save_onnx(onnx_model, files["onnx"], data_path.name)
         hashed = {"onnx_data": weights.entry}

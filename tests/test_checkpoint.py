@@ -94,6 +94,30 @@ def test_malformed_checkpoints_give_one_line_errors(checkpoint_factory, tmp_path
     assert "Traceback" not in result.stderr
 
 
+def cut_last_bytes(path):
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[:-100])  # header intact, the last tensor's data short
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [(drop_tensor, "is missing"), (reshape_tensor, "has shape"), (truncate_file, "truncated"),
+     (cut_last_bytes, "truncated")],
+)  # fmt: skip
+def test_bad_checkpoints_fail_the_build_before_anything_is_written(
+    checkpoint_factory, tmp_path, monkeypatch, edit, message
+):
+    import gptoss.exporter.build as build_module
+    from gptoss.exporter.build import build
+
+    path = broken_copy(tmp_path, checkpoint_factory("demo"), edit)
+    writes = []
+    monkeypatch.setattr(build_module, "write_weights", lambda *args: writes.append(args))
+    with pytest.raises(GptOssError, match=message):
+        build(path, tmp_path / "engine")
+    assert writes == [] and list((tmp_path / "engine").iterdir()) == []
+
+
 def test_unknown_head_and_missing_head_weights(checkpoint_factory):
     with pytest.raises(GptOssError, match="unknown head 'regression'"):
         load_model(checkpoint_factory("demo"), head="regression")

@@ -232,3 +232,16 @@ def test_rebuild_replaces_a_previous_engine(engine_factory, tmp_path):
     build(checkpoint, out, BuildOptions(max_seq_len=64))
     assert first["max_seq_len"] == 128 and read_manifest(out).max_seq_len == 64
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.onnx.data", "tokenizer.json"]
+
+
+def test_a_failing_trace_stops_the_weight_writer(checkpoint_factory, tmp_path, monkeypatch):
+    import gptoss.exporter.build as build_module
+
+    def failing_trace(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_module, "export_step_graph", failing_trace)
+    out = tmp_path / "engine"
+    with pytest.raises(KeyboardInterrupt):  # the trace's error, not the writer's "stopped"
+        build(checkpoint_factory("demo"), out)
+    assert list(out.iterdir()) == []

@@ -8,15 +8,12 @@ into a hidden directory beside the target, renamed onto it only when everything 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,29 +22,9 @@ import torch
 from gptoss.exporter.checkpoint import INDEX_FILE, SAFETENSORS_DTYPES, SINGLE_FILE
 from gptoss.exporter.errors import CheckpointError
 from gptoss.exporter.progress import ByteProgress
+from gptoss.exporter.tensor_stream import PlannedTensor, made_in_order, raw_bytes
 
-Piece = Callable[[], torch.Tensor]
 _HEADER_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
-
-
-@dataclass(frozen=True)
-class PlannedTensor:
-    """A tensor to write: its name, dtype and shape, and the pieces that make its data in order (each a
-    callable returning a contiguous tensor of `dtype`; their elements add up to `shape`)."""
-
-    name: str
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    pieces: Sequence[Piece]
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize
-
-    @classmethod
-    def of(cls, name: str, tensor: torch.Tensor) -> PlannedTensor:
-        """A tensor that already exists, written as one piece."""
-        return cls(name, tensor.dtype, tuple(tensor.shape), (lambda: tensor,))
 
 
 def shard_files(count: int, zero_based: bool) -> list[str]:
@@ -79,7 +56,7 @@ def write_shards(
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
         for group, file in zip(groups, files, strict=True):
-            _write_file(directory / file, group, _Maker(pool, 2 * workers), progress)
+            _write_file(directory / file, made_in_order(pool, group, 2 * workers), group, progress)
     progress.finish()
     if list(files) != [SINGLE_FILE]:
         weight_map = {t.name: file for group, file in zip(groups, files, strict=True) for t in group}
@@ -87,16 +64,21 @@ def write_shards(
         (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
 
 
-def _write_file(path: Path, tensors: Sequence[PlannedTensor], maker: _Maker, progress: ByteProgress) -> None:
-    """One safetensors file: the header from the plan, then each tensor's pieces as `maker` makes them."""
+def _write_file(
+    path: Path,
+    pieces: Iterator[tuple[PlannedTensor, torch.Tensor]],
+    tensors: Sequence[PlannedTensor],
+    progress: ByteProgress,
+) -> None:
+    """One safetensors file: the header from the plan, then each tensor's pieces as they are made."""
     with open(path, "wb") as file:
         size = _write_header(file, tensors)
-        for tensor, piece in maker.in_order((t, piece) for t in tensors for piece in t.pieces):
+        for tensor, piece in pieces:
             if piece.dtype != tensor.dtype:
                 raise CheckpointError(
                     f"{path}: tensor {tensor.name!r} is {piece.dtype} in part, expected {tensor.dtype}"
                 )
-            file.write(memoryview(piece.contiguous().view(-1).view(torch.uint8).numpy()))
+            file.write(raw_bytes(piece))
             progress.advance(piece.nbytes)
         if file.tell() != size:
             raise CheckpointError(f"{path}: wrote {file.tell()} bytes, the header promises {size}")
@@ -118,26 +100,6 @@ def _write_header(file: BinaryIO, tensors: Sequence[PlannedTensor]) -> int:
     encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned, as safetensors writes it
     file.write(len(encoded).to_bytes(8, "little") + encoded)
     return 8 + len(encoded) + offset
-
-
-@dataclass(frozen=True)
-class _Maker:
-    """Makes pieces on a thread pool, at most `ahead` of the consumer (which bounds the memory they hold)."""
-
-    pool: ThreadPoolExecutor
-    ahead: int
-
-    def in_order(self, items: Iterable[tuple[PlannedTensor, Piece]]) -> Iterator[tuple[PlannedTensor, torch.Tensor]]:
-        """Each item's tensor with its piece made, in the order of `items`."""
-        pending: deque = deque()
-        for tensor, piece in items:
-            pending.append((tensor, self.pool.submit(piece)))
-            if len(pending) >= self.ahead:
-                first, future = pending.popleft()
-                yield first, future.result()
-        while pending:
-            first, future = pending.popleft()
-            yield first, future.result()
 
 
 @contextmanager

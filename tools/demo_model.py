@@ -26,9 +26,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from gptoss.exporter import mxfp4
 from gptoss.exporter.checkpoint import SINGLE_FILE, TensorSpec, all_specs
 from gptoss.exporter.config import GptOssConfig, default_layer_types, parse_config
+from gptoss.exporter.tensor_stream import PlannedTensor
 from gptoss.runtime.tokenizer import DEFAULT_STOP_TOKENS
 
-from .checkpoint_writer import PlannedTensor, shard_files, split_by_size, staged_directory, write_shards
+from .checkpoint_writer import shard_files, split_by_size, staged_directory, write_shards
 
 HARMONY_SPECIAL_TOKENS = (
     "<|startoftext|>", "<|endoftext|>", "<|return|>", "<|constrain|>", "<|channel|>",

@@ -1,0 +1,56 @@
+"""Tensors written piece by piece: planned (name, dtype, shape) before their data exists, made on a thread pool a
+few pieces ahead of the writer, so memory holds a few pieces and never a whole model. The checkpoint writer of
+the tools and the exporter's `model.onnx.data` writer both stream through this."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+
+Piece = Callable[[], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """A tensor to write: its name, dtype and shape, and the pieces that make its data in order (each a callable
+    returning a tensor of `dtype`; their elements add up to `shape`)."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    pieces: Sequence[Piece]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @classmethod
+    def of(cls, name: str, tensor: torch.Tensor) -> PlannedTensor:
+        """A tensor that already exists, written as one piece."""
+        return cls(name, tensor.dtype, tuple(tensor.shape), (lambda: tensor,))
+
+
+def made_in_order(
+    pool: ThreadPoolExecutor, tensors: Sequence[PlannedTensor], ahead: int
+) -> Iterator[tuple[PlannedTensor, torch.Tensor]]:
+    """Each piece of each tensor, made on `pool` at most `ahead` pieces before the consumer, in order."""
+    pending: deque = deque()
+    for tensor in tensors:
+        for piece in tensor.pieces:
+            pending.append((tensor, pool.submit(piece)))
+            if len(pending) > ahead:
+                done, future = pending.popleft()
+                yield done, future.result()
+    while pending:
+        done, future = pending.popleft()
+        yield done, future.result()
+
+
+def raw_bytes(tensor: torch.Tensor) -> memoryview:
+    """The tensor's bytes (any dtype, bfloat16 included), without a copy when it is contiguous."""
+    return memoryview(tensor.contiguous().view(-1).view(torch.uint8).numpy())
