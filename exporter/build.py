@@ -81,14 +81,14 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions | No
         plan = plan_weights(model, model_dir)
         with stage(f"{description} the weights of {model_dir} into {data_path.name}"), ThreadPoolExecutor(1) as pool:
             cancel = threading.Event()
-            streaming = pool.submit(write_weights, plan, data_path, cancel)
+            writing = pool.submit(write_weights, plan, data_path, cancel)
             try:
                 onnx_model = export_step_graph(model, options.all_positions, options.precision)
             except BaseException:
                 cancel.set()  # the trace failed or was interrupted: stop the writer, report the trace's error
-                wait([streaming])
+                wait([writing])
                 raise
-            weights = streaming.result()
+            weights = writing.result()
         attach_weights(onnx_model, weights)
         save_onnx(onnx_model, files["onnx"], data_path.name)
         hashed = {"onnx_data": weights.entry}

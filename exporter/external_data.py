@@ -114,27 +114,44 @@ def attach_weights(onnx_model: ir.Model, weights: WrittenWeights) -> None:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """Rows `first .. first+count` (along the first axis; experts for expert tensors) of a checkpoint tensor, read
+    from its file, transposed when stored in Hugging Face's float expert layout, converted to `dtype`. A plain
+    value, so it can be sent to the writer process."""
+
+    path: Path
+    tensor: str
+    offset: int  # of the first row in the file
+    row_bytes: int
+    count: int
+    stored: torch.dtype
+    row_shape: tuple[int, ...]
+    transpose: bool
+    dtype: torch.dtype
+
+    def __call__(self) -> torch.Tensor:
+        raw = bytearray(self.count * self.row_bytes)
+        with open(self.path, "rb", buffering=0) as handle:
+            handle.seek(self.offset)
+            if handle.readinto(raw) != len(raw):
+                raise GptOssError(f"{self.path}: tensor {self.tensor!r} is cut short (file truncated while read)")
+        tensor = torch.frombuffer(raw, dtype=self.stored).view(self.count, *self.row_shape)
+        return (tensor.transpose(1, 2) if self.transpose else tensor).to(self.dtype)
+
+
 def _plan_source(name: str, source: WeightSource, parameter: torch.Tensor, checkpoint: Checkpoint) -> PlannedTensor:
-    """Pieces of whole rows (first axis; experts for expert tensors) read with `pread`, transposed when the source
-    is in Hugging Face's float expert layout, converted to the parameter's dtype."""
+    """Pieces of whole rows of at most PIECE_BYTES, in the parameter's dtype."""
     path, begin, end = checkpoint.data_range(source.spec)
     shape = source.spec.shape
     stored = SAFETENSORS_DTYPES[checkpoint.dtype_name(source.spec.name)]
     row_bytes = (end - begin) // max(shape[0], 1)
     rows = max(1, PIECE_BYTES // max(row_bytes, 1))
-
-    def piece(first: int, count: int) -> torch.Tensor:
-        raw = bytearray(count * row_bytes)
-        with open(path, "rb", buffering=0) as handle:
-            handle.seek(begin + first * row_bytes)
-            if handle.readinto(raw) != len(raw):
-                raise GptOssError(f"{path}: tensor {source.spec.name!r} is cut short (file truncated while read)")
-        tensor = torch.frombuffer(raw, dtype=stored).view(count, *shape[1:])
-        if source.transpose:
-            tensor = tensor.transpose(1, 2)
-        return tensor.to(parameter.dtype)
-
-    pieces = [lambda f=first: piece(f, min(rows, shape[0] - f)) for first in range(0, shape[0], rows)]
+    pieces = [
+        _Rows(path, source.spec.name, begin + first * row_bytes, row_bytes, min(rows, shape[0] - first), stored,
+              shape[1:], source.transpose, parameter.dtype)
+        for first in range(0, shape[0], rows)
+    ]  # fmt: skip
     return PlannedTensor(name, parameter.dtype, tuple(parameter.shape), pieces)
 
 

@@ -32,7 +32,17 @@ class PlannedTensor:
     @classmethod
     def of(cls, name: str, tensor: torch.Tensor) -> PlannedTensor:
         """A tensor that already exists, written as one piece."""
-        return cls(name, tensor.dtype, tuple(tensor.shape), (lambda: tensor,))
+        return cls(name, tensor.dtype, tuple(tensor.shape), (_Existing(tensor),))
+
+
+@dataclass(frozen=True)
+class _Existing:
+    """A piece that is a tensor already made (picklable, unlike a lambda)."""
+
+    tensor: torch.Tensor
+
+    def __call__(self) -> torch.Tensor:
+        return self.tensor
 
 
 def made_in_order(

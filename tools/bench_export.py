@@ -2,11 +2,12 @@
 
 For each model (`--model gpt-oss-20b` or `gpt-oss-120b:4`, a preset with an optional depth) it writes a
 random-weight checkpoint in the hub's layout, times a plain copy of it, then runs each build in its own process
-(`gptoss-export build --target onnx`, and `tensorrt-rtx` ahead of time for `--compute-capability`): wall time, the
-ratio to the copy, peak resident memory, peak anonymous memory (sampled: what the kernel cannot reclaim; mapped
-checkpoint or data-file pages are file cache) and, with `--export-cap`/`--build-cap` (root, cgroup v1 memory
-controller), the process runs under a hard memory limit whose peak and failures are printed. The engine
-directory's size is printed against the checkpoint's. Everything is deleted unless `--keep`.
+(`gptoss-export build --target onnx`, and `tensorrt-rtx` ahead of time for `--compute-capability`). Printed per
+build: wall time and its ratio to the copy; the peak resident and peak anonymous memory of the build's processes
+together (sampled every 0.2 s; anonymous memory is what the kernel cannot reclaim, while mapped checkpoint or data
+pages are file cache); with `--export-cap`/`--build-cap` (root, cgroup v1 memory controller), the peak and the
+failure count of a hard memory limit the build ran under; the engine directory's size against the checkpoint's.
+Everything is deleted unless `--keep`.
 
 Run as `python -m gptoss.tools.bench_export [--model gpt-oss-20b] [--model gpt-oss-120b:4 --model gpt-oss-120b:8]
 [--targets onnx tensorrt-rtx] [--export-cap 4G] [--build-cap 16G] [--workdir DIR]`.
@@ -15,6 +16,7 @@ Run as `python -m gptoss.tools.bench_export [--model gpt-oss-20b] [--model gpt-o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -68,26 +70,43 @@ def copy_seconds(checkpoint: Path, workdir: Path) -> float:
     return seconds
 
 
-class _AnonSampler(threading.Thread):
-    """Samples RssAnon of a process (and its peak) every 0.2 s until stopped."""
+def _tree(pid: int) -> list[int]:
+    """`pid` and all its descendants."""
+    pids, index = [pid], 0
+    while index < len(pids):
+        for children in Path(f"/proc/{pids[index]}/task").glob("*/children"):
+            with contextlib.suppress(OSError):  # the process ended meanwhile
+                pids += [int(child) for child in children.read_text().split()]
+        index += 1
+    return pids
+
+
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(VmRSS, RssAnon) of one process in KiB, (0, 0) once it is gone."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    except (OSError, ValueError):
+        return 0, 0
+    return int(fields.get("VmRSS", "0 kB").split()[0]), int(fields.get("RssAnon", "0 kB").split()[0])
+
+
+class _MemorySampler(threading.Thread):
+    """Samples the resident and the anonymous memory of a process and its descendants together (the build forks
+    a weight writer) every 0.2 s, keeping the peaks."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.pid, self.peak, self._done = pid, 0, threading.Event()
+        self.pid, self.peak_rss, self.peak_anon, self._done = pid, 0, 0, threading.Event()
 
     def run(self) -> None:
-        status = Path(f"/proc/{self.pid}/status")
         while not self._done.wait(0.2):
-            try:
-                line = next(x for x in status.read_text().splitlines() if x.startswith("RssAnon:"))
-            except (OSError, StopIteration):
-                continue
-            self.peak = max(self.peak, int(line.split()[1]) * 1024)
+            rss, anon = map(sum, zip(*(_memory_kib(p) for p in _tree(self.pid)), strict=True))
+            self.peak_rss, self.peak_anon = max(self.peak_rss, rss * 1024), max(self.peak_anon, anon * 1024)
 
-    def stop(self) -> int:
+    def stop(self) -> tuple[int, int]:
         self._done.set()
         self.join()
-        return self.peak
+        return self.peak_rss, self.peak_anon
 
 
 def run_capped(command: list[str], cap: str | None, name: str) -> Run:
@@ -102,14 +121,14 @@ def run_capped(command: list[str], cap: str | None, name: str) -> Run:
             command, stdout=subprocess.DEVNULL, stderr=stderr,
             preexec_fn=(lambda: (group / "cgroup.procs").write_text(str(os.getpid()))) if group else None,
         )  # fmt: skip
-        sampler = _AnonSampler(process.pid)
+        sampler = _MemorySampler(process.pid)
         sampler.start()
-        _, status, usage = os.wait4(process.pid, 0)
+        _, status, _ = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
         process.returncode = os.waitstatus_to_exitcode(status)
         stderr.seek(0)
         tail = stderr.read().strip()[-300:]
-    result = Run(wall, usage.ru_maxrss * 1024, sampler.stop(), process.returncode, cap, stderr_tail=tail)
+    result = Run(wall, *sampler.stop(), process.returncode, cap, stderr_tail=tail)
     if group:
         result.cgroup_peak = int((group / "memory.max_usage_in_bytes").read_text())
         result.cgroup_failcnt = int((group / "memory.failcnt").read_text())
