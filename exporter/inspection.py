@@ -72,6 +72,13 @@ def _first_specs(specs: dict[str, TensorSpec], count: int) -> str:
     return ", ".join(f"{name}{list(spec.shape)}" for name, spec in list(specs.items())[:count]) + ", ..."
 
 
+def _target_info(info: dict) -> str:
+    """The target info, with the list of bound weights shown by its length."""
+    if "bound_weights" in info:
+        info = info | {"bound_weights": f"{len(info['bound_weights'])} weights bound from model.onnx.data"}
+    return str(info) if info else ""
+
+
 def describe_engine(engine_dir: str | Path) -> str:
     """A multi-line report of an engine directory's manifest, after checking its files' sizes."""
     from gptoss.runtime.manifest import read_manifest
@@ -80,7 +87,7 @@ def describe_engine(engine_dir: str | Path) -> str:
     manifest.verify_files(check_hashes=False)
     lines = [
         f"engine directory {Path(engine_dir).resolve()}",
-        f"target           {manifest.target} {manifest.target_info or ''}".rstrip(),
+        f"target           {manifest.target} {_target_info(manifest.target_info)}".rstrip(),
         f"head / precision {manifest.head} / {manifest.precision}",
         f"limits           max batch {manifest.max_batch}, max sequence {manifest.max_seq_len}",
         f"ops              {manifest.ops}",
