@@ -10,6 +10,7 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from itertools import chain
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from gptoss.runtime import contract
 from gptoss.runtime.op_signatures import MOE, PLUGIN_ATTRIBUTES, SIGNATURES, SINK_ATTENTION, OpSignature
 
 from .errors import GptOssError
+from .layer_instances import instantiate_layers
+from .loading import empty_model
 from .model import STEP_GRAPH_PREFIX, GptOssWithHead, StepGraph
 from .onnx_functions import (
     ONNX_OPSET,
@@ -65,26 +68,35 @@ def _local_functions(is_mxfp4: bool) -> list[ir.Function]:
 
 
 def export_step_graph(model: GptOssWithHead, all_positions: bool, precision_name: str) -> ir.Model:
-    """Trace `model`'s cache step with dynamic batch, sequence and cache length; return the ONNX IR model."""
+    """The ONNX IR model of `model`'s cache step, with dynamic batch, sequence and cache length. Its weights are
+    placeholders (attach them with `external_data.attach_weights`).
+
+    Layers differ only in their window, so one layer of each kind is traced (a template model of one or two layers,
+    with no weights) and the graph is instantiated for every layer (`instantiate_layers`): the trace takes the
+    same few seconds whatever the model's depth.
+    """
     register_schemas()
     c = model.config
+    kinds = list(dict.fromkeys(c.layer_types))
+    template = empty_model(
+        replace(c, num_hidden_layers=len(kinds), layer_types=tuple(kinds)), model.head, _dtype(model), device="meta"
+    )
     batch, seq_len, capacity = 2, 5, max(2 * c.sliding_window, 8) + 3
-    device = next(model.parameters()).device  # the "meta" device when the model holds no weights
     example = (
-        torch.zeros(batch, seq_len, dtype=torch.int32, device=device),
-        torch.zeros(batch, dtype=torch.int32, device=device),
-        torch.full((batch,), seq_len, dtype=torch.int32, device=device),
-        model.allocate_kv_caches(batch, capacity),
+        torch.zeros(batch, seq_len, dtype=torch.int32, device="meta"),
+        torch.zeros(batch, dtype=torch.int32, device="meta"),
+        torch.full((batch,), seq_len, dtype=torch.int32, device="meta"),
+        template.allocate_kv_caches(batch, capacity),
     )
     b, s, m = (torch.export.Dim(name) for name in (contract.BATCH, contract.SEQ_LEN, contract.MAX_SEQ_LEN))
-    cache_shapes = [{0: b} if c.window_of(i) else {0: b, 3: m} for i in range(c.num_hidden_layers)]
+    cache_shapes = [{0: b} if template.config.window_of(i) else {0: b, 3: m} for i in range(len(kinds))]
     dynamic_shapes = ({0: b, 1: s}, {0: b}, {0: b}, cache_shapes)
     # torch's exporter logs a warning per missing optional library (torchvision): not ours to show.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            StepGraph(model, all_positions).eval(),
+            StepGraph(template, all_positions).eval(),
             example,
             dynamo=True,
             opset_version=ONNX_OPSET,
@@ -96,6 +108,7 @@ def export_step_graph(model: GptOssWithHead, all_positions: bool, precision_name
     if program is None:
         raise GptOssError("torch.onnx.export returned no program")
     onnx_model = program.model
+    instantiate_layers(onnx_model.graph, [kinds.index(kind) for kind in c.layer_types])
     _name_io(onnx_model, contract.graph_io(c, model.head, all_positions, precision_name))
     for identifier in [i for i in onnx_model.functions if i[0] == OPSET.domain]:
         del onnx_model.functions[identifier]
@@ -143,6 +156,11 @@ def _as_graph_inputs(graph: ir.Graph, names: list[str]) -> Iterator[None]:
             graph.inputs.remove(value)
             value.const_value = const_value
             graph.register_initializer(value)
+
+
+def _dtype(model: GptOssWithHead) -> torch.dtype:
+    """The model's build precision: the dtype of its dense weights."""
+    return model.model.embed_tokens.weight.dtype
 
 
 def _name_io(onnx_model: ir.Model, io: contract.GraphIO) -> None:
