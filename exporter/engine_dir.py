@@ -20,6 +20,7 @@ from pathlib import Path
 from gptoss.runtime.manifest import MANIFEST, Manifest, file_entry
 
 from .errors import GptOssError
+from .writeback import start_writeback
 
 
 @contextmanager
@@ -62,10 +63,12 @@ class HashingWriter:
     caller must not change a buffer it wrote."""
 
     IN_FLIGHT = 4
+    WRITE_BEHIND = 128 << 20  # bytes written before their writeback to disk is started
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.size = 0
+        self._unflushed_from = 0
         self._digest = hashlib.sha256()
         self._hasher = ThreadPoolExecutor(1)
         self._pending: deque[Future] = deque()
@@ -77,12 +80,18 @@ class HashingWriter:
         while len(self._pending) > self.IN_FLIGHT:
             self._pending.popleft().result()
         self.size += len(data)
+        if self.size - self._unflushed_from >= self.WRITE_BEHIND:
+            self._file.flush()
+            start_writeback(self._file.fileno(), self._unflushed_from, self.size - self._unflushed_from)
+            self._unflushed_from = self.size
 
     def pad_to(self, alignment: int) -> None:
         self.write(bytes(-self.size % alignment))
 
     def close(self) -> dict[str, int | str]:
-        """Close the file; returns its manifest entry (name, size, sha256)."""
+        """Close the file, on disk; returns its manifest entry (name, size, sha256)."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
         self._file.close()
         for future in self._pending:
             future.result()

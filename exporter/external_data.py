@@ -7,8 +7,10 @@ writes and hashes them. A few pieces are in flight at once, so memory does not g
 converting, writing and hashing overlap. Writing needs only the model's parameter list, so it runs while the graph
 is traced; `attach_weights` then makes each weight initializer an `ir.ExternalTensor` into the written file.
 """
+
 from __future__ import annotations
 
+import mmap
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from .errors import GptOssError
 from .loading import WeightSource, weight_sources
 from .model import STEP_GRAPH_PREFIX, GptOssWithHead
 from .progress import ByteProgress
-from .tensor_stream import PlannedTensor, made_in_order, raw_bytes
+from .tensor_stream import PlannedTensor, made_in_order
 
 PIECE_BYTES = 64 << 20
 PIECES_AHEAD = 4  # pieces read and converted ahead of the writer (bounds the memory in flight)
@@ -86,9 +88,8 @@ def write_weights(plan: list[PlannedTensor], data_path: Path, cancel: threading.
                     if tensor.nbytes >= ALIGN_THRESHOLD:
                         writer.pad_to(ALIGNMENT)
                     tensors[tensor.name] = WrittenTensor(writer.size, tensor.nbytes, tensor.dtype, tensor.shape)
-                data = raw_bytes(piece)
-                writer.write(data)
-                progress.advance(len(data))
+                writer.write(piece)
+                progress.advance(len(piece))
     finally:
         entry = writer.close()
     progress.finish()
@@ -116,9 +117,10 @@ def attach_weights(onnx_model: ir.Model, weights: WrittenWeights) -> None:
 
 @dataclass(frozen=True)
 class _Rows:
-    """Rows `first .. first+count` (along the first axis; experts for expert tensors) of a checkpoint tensor, read
-    from its file, transposed when stored in Hugging Face's float expert layout, converted to `dtype`. A plain
-    value, so it can be sent to the writer process."""
+    """Rows `first .. first+count` (along the first axis; experts for expert tensors) of a checkpoint tensor,
+    transposed when stored in Hugging Face's float expert layout, converted to `dtype`. The rows are mapped from
+    the file, not read into fresh memory, so bytes that need no conversion (the MXFP4 experts: most of a model)
+    go from the page cache to the writer without a copy or an allocation. A plain value (picklable)."""
 
     path: Path
     tensor: str
@@ -130,13 +132,20 @@ class _Rows:
     transpose: bool
     dtype: torch.dtype
 
-    def __call__(self) -> torch.Tensor:
-        raw = bytearray(self.count * self.row_bytes)
-        with open(self.path, "rb", buffering=0) as handle:
-            handle.seek(self.offset)
-            if handle.readinto(raw) != len(raw):
-                raise GptOssError(f"{self.path}: tensor {self.tensor!r} is cut short (file truncated while read)")
-        tensor = torch.frombuffer(raw, dtype=self.stored).view(self.count, *self.row_shape)
+    def __call__(self) -> torch.Tensor | memoryview:
+        start = self.offset - self.offset % mmap.ALLOCATIONGRANULARITY
+        length = self.offset + self.count * self.row_bytes - start
+        try:
+            with open(self.path, "rb", buffering=0) as handle:
+                # populated now, on a reader's thread, so the writer and the hasher never wait on the disk
+                mapped = mmap.mmap(handle.fileno(), length, mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ,
+                                   offset=start)  # fmt: skip
+        except ValueError:
+            raise GptOssError(f"{self.path}: tensor {self.tensor!r} is cut short (file truncated while read)") from None
+        rows = memoryview(mapped)[self.offset - start :]
+        if self.stored == self.dtype and not self.transpose:
+            return rows
+        tensor = torch.frombuffer(bytearray(rows), dtype=self.stored).view(self.count, *self.row_shape)
         return (tensor.transpose(1, 2) if self.transpose else tensor).to(self.dtype)
 
 
@@ -153,5 +162,3 @@ def _plan_source(name: str, source: WeightSource, parameter: torch.Tensor, check
         for first in range(0, shape[0], rows)
     ]  # fmt: skip
     return PlannedTensor(name, parameter.dtype, tuple(parameter.shape), pieces)
-
-

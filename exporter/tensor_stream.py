@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-Piece = Callable[[], torch.Tensor]
+Piece = Callable[[], "torch.Tensor | memoryview"]  # a part of a tensor, or that part's bytes already
 
 
 @dataclass(frozen=True)
 class PlannedTensor:
     """A tensor to write: its name, dtype and shape, and the pieces that make its data in order (each a callable
-    returning a tensor of `dtype`; their elements add up to `shape`)."""
+    returning a tensor of `dtype` or its bytes; their elements add up to `shape`)."""
 
     name: str
     dtype: torch.dtype
@@ -47,18 +47,28 @@ class _Existing:
 
 def made_in_order(
     pool: ThreadPoolExecutor, tensors: Sequence[PlannedTensor], ahead: int
-) -> Iterator[tuple[PlannedTensor, torch.Tensor]]:
-    """Each piece of each tensor, made on `pool` at most `ahead` pieces before the consumer, in order."""
+) -> Iterator[tuple[PlannedTensor, memoryview]]:
+    """The bytes of each piece of each tensor, made on `pool` at most `ahead` pieces before the consumer, in
+    order."""
     pending: deque = deque()
     for tensor in tensors:
         for piece in tensor.pieces:
-            pending.append((tensor, pool.submit(piece)))
+            pending.append((tensor, pool.submit(_bytes_of, tensor, piece)))
             if len(pending) > ahead:
                 done, future = pending.popleft()
                 yield done, future.result()
     while pending:
         done, future = pending.popleft()
         yield done, future.result()
+
+
+def _bytes_of(tensor: PlannedTensor, piece: Piece) -> memoryview:
+    made = piece()
+    if isinstance(made, memoryview):
+        return made
+    if made.dtype != tensor.dtype:
+        raise ValueError(f"tensor {tensor.name!r} is {made.dtype} in part, expected {tensor.dtype}")
+    return raw_bytes(made)
 
 
 def raw_bytes(tensor: torch.Tensor) -> memoryview:

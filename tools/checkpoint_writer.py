@@ -17,12 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-import torch
-
 from gptoss.exporter.checkpoint import INDEX_FILE, SAFETENSORS_DTYPES, SINGLE_FILE
 from gptoss.exporter.errors import CheckpointError
 from gptoss.exporter.progress import ByteProgress
-from gptoss.exporter.tensor_stream import PlannedTensor, made_in_order, raw_bytes
+from gptoss.exporter.tensor_stream import PlannedTensor, made_in_order
 
 _HEADER_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
 
@@ -66,19 +64,15 @@ def write_shards(
 
 def _write_file(
     path: Path,
-    pieces: Iterator[tuple[PlannedTensor, torch.Tensor]],
+    pieces: Iterator[tuple[PlannedTensor, memoryview]],
     tensors: Sequence[PlannedTensor],
     progress: ByteProgress,
 ) -> None:
     """One safetensors file: the header from the plan, then each tensor's pieces as they are made."""
     with open(path, "wb") as file:
         size = _write_header(file, tensors)
-        for tensor, piece in pieces:
-            if piece.dtype != tensor.dtype:
-                raise CheckpointError(
-                    f"{path}: tensor {tensor.name!r} is {piece.dtype} in part, expected {tensor.dtype}"
-                )
-            file.write(raw_bytes(piece))
+        for _, piece in pieces:
+            file.write(piece)
             progress.advance(piece.nbytes)
         if file.tell() != size:
             raise CheckpointError(f"{path}: wrote {file.tell()} bytes, the header promises {size}")
