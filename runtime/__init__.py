@@ -11,7 +11,7 @@ from typing import Any
 
 _EXPORTS = {
     "CheckpointError": "errors",
-    "Classification": "engine",
+    "Classification": "classification",
     "ConfigError": "errors",
     "Engine": "engine",
     "GenerationResult": "generation",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -12,34 +12,28 @@ import numpy as np
 from .backends import Backend, open_backend
 from .cache_rows import CacheRows
 from .chat import REPLY_STOP_TOKENS, Message, Reply, encode_conversation, parse_reply
+from .classification import Classification, ClassificationRequest
 from .errors import GptOssError
-from .generation import GenerationResult, Increment, StopCriteria, collect, stream_generation
+from .generation import GenerationRequest, GenerationResult, Increment, StopCriteria, collect
 from .manifest import MANIFEST, Manifest, read_manifest
 from .op_signatures import PLUGIN_VERSION
-from .sampling import SamplingParams
+from .sampling import SamplingParams, is_integer
+from .scheduler import Scheduler
 from .tokenizer import DEFAULT_STOP_TOKENS, Tokenizer
 
 Prompt = str | Sequence[int]
 
 
-@dataclass
-class Classification:
-    """Scores of one input: `[num_labels]` for sequence heads, `[tokens, num_labels]` for token heads."""
-
-    token_ids: list[int]
-    scores: np.ndarray
-    labels: list[str] | str
-
-
 class Engine:
-    """Runs generation or classification through one backend."""
+    """Runs generation or classification through one backend. Thread-safe: calls from any number of threads run
+    through one scheduler (scheduler.py), batched together, each getting what it would get alone."""
 
     def __init__(self, manifest: Manifest, backend: Backend, tokenizer: Tokenizer | None) -> None:
         self.manifest = manifest
         self.backend = backend
         self.tokenizer = tokenizer
         self.config = manifest.config
-        self._rows: CacheRows | None = None
+        self._scheduler = Scheduler(backend, manifest.max_batch, manifest.max_seq_len)
 
     @classmethod
     def load(cls, engine_dir: str | Path, backend: str | None = None, *, verify_checksums: bool = True) -> Engine:
@@ -71,8 +65,14 @@ class Engine:
             if self.tokenizer is None:
                 raise GptOssError(f"{self.manifest.engine_dir}: no tokenizer.json, pass token ids instead of text")
             ids = self.tokenizer.encode(prompt)
+        elif isinstance(prompt, Sequence | np.ndarray):
+            ids = list(prompt)
+            not_ids = [t for t in ids if not is_integer(t)]
+            if not_ids:
+                raise GptOssError(f"prompt {index}: token ids must be integers, got {not_ids[0]!r}")
+            ids = [int(t) for t in ids]
         else:
-            ids = [int(t) for t in prompt]
+            raise GptOssError(f"prompt {index}: expected text or a list of token ids, got {type(prompt).__name__}")
         vocab = self.config.vocab_size
         if not ids:
             raise GptOssError(f"prompt {index} is empty")
@@ -88,7 +88,7 @@ class Engine:
 
     def _encode_all(self, prompts: Prompt | Sequence[Prompt]) -> list[list[int]]:
         """One prompt (text or ids) or a list of them, encoded and validated."""
-        single = isinstance(prompts, str) or (bool(prompts) and isinstance(prompts[0], int))
+        single = isinstance(prompts, str) or (len(prompts) > 0 and is_integer(prompts[0]))
         prompt_list = [prompts] if single else list(prompts)
         if not prompt_list:
             raise GptOssError("no prompts given")
@@ -100,12 +100,10 @@ class Engine:
             ids |= {i for i in map(self.tokenizer.token_id, DEFAULT_STOP_TOKENS) if i is not None}
         return frozenset(ids)
 
-    def cache_rows(self, batch: int) -> CacheRows:
-        """The engine's cache rows, reallocated only when the batch size changes (the backend holds one set)."""
-        batch = min(batch, self.manifest.max_batch)
-        if self._rows is None or self._rows.batch != batch:
-            self._rows = CacheRows(self.backend, batch, self.manifest.max_seq_len)
-        return self._rows
+    def exclusive_rows(self, batch: int) -> AbstractContextManager[CacheRows]:
+        """`batch` (at most max_batch) cache rows to step directly, for tools that need raw outputs; waits until
+        running calls finish, and calls wait until it exits."""
+        return self._scheduler.exclusive(batch)
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids) if self.tokenizer is not None else ""
@@ -128,15 +126,16 @@ class Engine:
         GPT-OSS end tokens, [] means none. Returns one result per prompt, or an iterator of increments."""
         if self.manifest.head != "causal-lm":
             raise GptOssError(f"{self.manifest.engine_dir}: a {self.manifest.head} engine cannot generate")
-        if max_new_tokens < 1:
-            raise GptOssError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if not is_integer(max_new_tokens) or max_new_tokens < 1:
+            raise GptOssError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
         encoded = self._encode_all(prompts)
         params = SamplingParams(do_sample, temperature, top_k, top_p, seed)
         params.validate()
         criteria = self._stop_criteria(stop)
-        increments = stream_generation(
-            self.cache_rows(len(encoded)), encoded, max_new_tokens, params, criteria, self._decode
-        )
+        requests = [
+            GenerationRequest(i, ids, max_new_tokens, params, criteria, self._decode) for i, ids in enumerate(encoded)
+        ]
+        increments = self._scheduler.run(requests)
         return increments if stream else collect(increments, encoded)
 
     def chat(
@@ -171,17 +170,8 @@ class Engine:
         if self.manifest.head not in ("sequence-classification", "token-classification"):
             raise GptOssError(f"{self.manifest.engine_dir}: a {self.manifest.head} engine cannot classify")
         encoded = self._encode_all(inputs)
-        names = self.config.id2label
-        results = []
-        for start in range(0, len(encoded), self.manifest.max_batch):
-            chunk = encoded[start : start + self.manifest.max_batch]
-            rows = self.cache_rows(len(chunk))
-            taken = [rows.acquire() for _ in chunk]
-            scores = rows.step(dict(zip(taken, chunk, strict=True)))
-            for row, ids in zip(taken, chunk, strict=True):
-                rows.release(row)
-                row_scores = scores[row, : len(ids)] if scores.ndim == 3 else scores[row]
-                best = row_scores.argmax(-1)
-                labels = names[int(best)] if best.ndim == 0 else [names[int(b)] for b in best]
-                results.append(Classification(ids, row_scores, labels))
+        requests = [ClassificationRequest(i, ids, self.config.id2label) for i, ids in enumerate(encoded)]
+        results: list[Classification | None] = [None] * len(requests)
+        for index, classification in self._scheduler.run(requests):
+            results[index] = classification
         return results

@@ -1,19 +1,13 @@
-"""Generation over `CacheRows`: continuous batching of prompts of any length, prefill then decode.
-
-Rows that finish take the next queued prompt at once (their cache slots are reused), so a batch of
-prompts is served in as few steps as the engine's batch size allows. Every step feeds each active row
-either its whole prompt or its last token, right-padded to the longest.
-"""
+"""Generation requests: a prompt is fed whole (prefill), then one chosen token per step (decode), until a stop
+token, a stop string, `max_new_tokens` or the end of the cache. The scheduler (scheduler.py) runs them."""
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cache_rows import CacheRows
 from .sampling import SamplingParams, choose_token
 
 
@@ -35,73 +29,46 @@ class GenerationResult:
     finish_reason: str
 
 
-@dataclass
-class _Request:
-    index: int
-    prompt: list[int]
-    max_new_tokens: int
-    rng: np.random.Generator
-    generated: list[int] = field(default_factory=list)
-    text: str = ""
-    finish_reason: str | None = None
-
-
 @dataclass(frozen=True)
 class StopCriteria:
     token_ids: frozenset[int] = frozenset()
     strings: tuple[str, ...] = ()
 
 
-def _rng(params: SamplingParams, index: int) -> np.random.Generator:
-    # One generator per prompt, so a seeded result does not depend on how prompts were batched.
-    return np.random.default_rng(None if params.seed is None else [params.seed, index])
+@dataclass
+class GenerationRequest:
+    """One prompt being continued (a `scheduler.Request`): fed its prompt, then each token it chooses."""
 
+    index: int  # position of the prompt in its call
+    prompt: list[int]
+    max_new_tokens: int
+    params: SamplingParams
+    stop: StopCriteria
+    decode: Callable[[list[int]], str]
+    generated: list[int] = field(default_factory=list)
+    text: str = ""
 
-def stream_generation(
-    rows: CacheRows,
-    prompts: Sequence[list[int]],
-    max_new_tokens: int,
-    params: SamplingParams,
-    stop: StopCriteria,
-    decode,
-) -> Iterator[Increment]:
-    """Yield increments until every prompt has finished. `decode(ids) -> str` renders text."""
-    queue = deque(_Request(i, list(p), max_new_tokens, _rng(params, i)) for i, p in enumerate(prompts))
-    active: dict[int, _Request] = {}
-    feed: dict[int, list[int]] = {}
-    while queue or active:
-        while queue and not rows.in_use.all():
-            request = queue.popleft()
-            row = rows.acquire()
-            active[row], feed[row] = request, request.prompt
-        logits = rows.step(feed)
-        feed = {}
-        for row, request in list(active.items()):
-            token = choose_token(logits[row], params, request.rng)
-            # `room`: cache slots left; the token just chosen would take the next one.
-            increment = _advance(request, token, stop, decode, room=rows.max_seq_len - int(rows.lengths[row]))
-            yield increment
-            if request.finish_reason:
-                rows.release(row)
-                del active[row]
-            else:
-                feed[row] = [token]
+    def __post_init__(self) -> None:
+        # Its own generator, seeded by the call's seed alone: the same prompt and seed give the same tokens
+        # wherever the prompt sits in its call and whatever runs beside it.
+        self.rng = np.random.default_rng(self.params.seed)
 
-
-def _advance(request: _Request, token: int, stop: StopCriteria, decode, room: int) -> Increment:
-    request.generated.append(token)
-    text = decode(request.generated)
-    reason = "stop" if token in stop.token_ids else None
-    hits = [h for h in (text.find(s) for s in stop.strings) if h >= 0]
-    if hits:
-        text, reason = text[: min(hits)], "stop"
-    elif reason is None and (len(request.generated) >= request.max_new_tokens or room <= 1):
-        reason = "length"
-    if reason is None:
-        text = _withhold(text, stop.strings)
-    new_text = text[len(request.text) :]
-    request.text, request.finish_reason = text, reason
-    return Increment(request.index, [token], new_text, reason)
+    def advance(self, logits: np.ndarray, room: int) -> tuple[Increment, list[int] | None]:
+        """Choose the next token from this row's logits; `room`: cache slots left (the token takes the next)."""
+        token = choose_token(logits, self.params, self.rng)
+        self.generated.append(token)
+        text = self.decode(self.generated)
+        reason = "stop" if token in self.stop.token_ids else None
+        hits = [h for h in (text.find(s) for s in self.stop.strings) if h >= 0]
+        if hits:
+            text, reason = text[: min(hits)], "stop"
+        elif reason is None and (len(self.generated) >= self.max_new_tokens or room <= 1):
+            reason = "length"
+        if reason is None:
+            text = _withhold(text, self.stop.strings)
+        new_text = text[len(self.text) :]
+        self.text = text
+        return Increment(self.index, [token], new_text, reason), None if reason else [token]
 
 
 def _withhold(text: str, stop_strings: tuple[str, ...]) -> str:

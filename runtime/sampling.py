@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,12 +20,23 @@ class SamplingParams:
     seed: int | None = None
 
     def validate(self) -> None:
-        if self.temperature <= 0:
-            raise GptOssError(f"temperature must be positive, got {self.temperature}")
-        if self.top_k < 0:
-            raise GptOssError(f"top_k must be >= 0, got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise GptOssError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not _is_number(self.temperature) or not 0 < self.temperature < math.inf:
+            raise GptOssError(f"temperature must be a positive finite number, got {self.temperature!r}")
+        if not is_integer(self.top_k) or self.top_k < 0:
+            raise GptOssError(f"top_k must be an integer >= 0, got {self.top_k!r}")
+        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
+            raise GptOssError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
+        if self.seed is not None and (not is_integer(self.seed) or self.seed < 0):
+            raise GptOssError(f"seed must be an integer >= 0, got {self.seed!r}")
+
+
+def is_integer(value: object) -> bool:
+    """An int (numpy's included), not a bool or a float."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
 def choose_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:

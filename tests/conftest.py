@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gptoss.exporter.build import BuildOptions, build
 from gptoss.tools.compare import load_hf  # noqa: F401  (the external oracle, shared by the tests)
 from gptoss.tools.demo_model import write_demo_model
 
@@ -49,6 +50,22 @@ def checkpoint_factory(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def engines(checkpoint_factory, tmp_path_factory):
+    """Engine directories of the demo model: causal LM (batch 4 and batch 2) and both classifiers."""
+    root = tmp_path_factory.mktemp("runtime")
+    causal = checkpoint_factory("demo", expert_format="mxfp4")
+    dirs = {
+        "causal": build(causal, root / "causal", BuildOptions(max_seq_len=256, max_batch=4)).engine_dir,
+        "batch2": build(causal, root / "batch2", BuildOptions(max_seq_len=128, max_batch=2)).engine_dir,
+    }
+    for head in ("sequence-classification", "token-classification"):
+        checkpoint = checkpoint_factory("demo", expert_format="bf16", head=head)
+        dirs[head] = build(checkpoint, root / head, BuildOptions(head=head, max_seq_len=64)).engine_dir
+    dirs["checkpoint"] = causal
+    return dirs
 
 
 def hf_greedy(model, ids: torch.Tensor, new_tokens: int) -> list[list[int]]:

@@ -48,11 +48,10 @@ def _prompts(batch: int, prompt_len: int, vocab: int, seed: int) -> np.ndarray:
 def bench_engine(engine: Engine, batch: int, prompt_len: int, new_tokens: int, seed: int = 0) -> Measurement:
     """Prefill `batch` prompts of `prompt_len` tokens together, then decode `new_tokens` greedily."""
     prompts = _prompts(batch, prompt_len, engine.config.vocab_size, seed)
-    rows = engine.cache_rows(batch)
-    if rows.batch < batch or prompt_len + new_tokens > rows.max_seq_len:
+    if batch > engine.manifest.max_batch or prompt_len + new_tokens > engine.manifest.max_seq_len:
         raise GptOssError(f"batch {batch} x {prompt_len + new_tokens} tokens exceeds this engine's limits")
-    taken = [rows.acquire() for _ in range(batch)]
-    try:
+    with engine.exclusive_rows(batch) as rows:
+        taken = [rows.acquire() for _ in range(batch)]
         start = time.perf_counter()
         logits = rows.step({row: prompts[i].tolist() for i, row in enumerate(taken)})
         ttft = time.perf_counter() - start
@@ -60,9 +59,6 @@ def bench_engine(engine: Engine, batch: int, prompt_len: int, new_tokens: int, s
         for _ in range(new_tokens - 1):
             logits = rows.step({row: [int(logits[row].argmax())] for row in taken})
         decode = time.perf_counter() - start
-    finally:
-        for row in taken:
-            rows.release(row)
     return Measurement(
         engine.backend.name, batch, prompt_len, new_tokens, ttft, batch * prompt_len / ttft,
         batch * (new_tokens - 1) / max(decode, 1e-9), _peak_mib(),

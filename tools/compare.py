@@ -63,16 +63,13 @@ class Report:
 
 def _engine_outputs(engine: Engine, ids: list[int]) -> np.ndarray:
     """`[S, width]`: the engine's output after every prefix of `ids` (`[1, labels]` for sequence heads)."""
-    rows = engine.cache_rows(1)
-    row = rows.acquire()
-    try:
+    with engine.exclusive_rows(1) as rows:
+        row = rows.acquire()
         if engine.manifest.head == "sequence-classification":
             return rows.step({row: ids})[row][None]
         if engine.manifest.io.every_position:
             return rows.step({row: ids})[row][: len(ids)]
         return np.stack([rows.step({row: [token]})[row] for token in ids])
-    finally:
-        rows.release(row)
 
 
 def load_hf(checkpoint: str | Path, head: str = "causal-lm"):
