@@ -153,17 +153,8 @@ SINK_ATTENTION = OpSignature(
         Attribute("scale", float, "score scale, head_dim^-0.5"),
     ),
     type_constraints={"T": FLOAT_TYPES},
-    descriptor=(
-        "batch",
-        "seq_len",
-        "num_heads",
-        "num_kv_heads",
-        "head_dim",
-        "capacity",
-        "sliding_window",
-        "scale",
-        "dtype",
-    ),  # fmt: skip
+    descriptor=("batch", "seq_len", "num_heads", "num_kv_heads", "head_dim", "capacity", "sliding_window", "scale",
+                "dtype"),  # fmt: skip
     extents={"batch": ("q", 0), "seq_len": ("q", 1), "capacity": ("kv_cache", 3)},
     element_types={"dtype": "q"},
     shapes=lambda d: {
@@ -223,28 +214,15 @@ MOE = OpSignature(
         Attribute("hidden_size", int, "H", derive=lambda t: t["hidden"].shape[1]),
         Attribute("intermediate_size", int, "I", derive=lambda t: t["gate_up_weight"].shape[1] // 2),
         Attribute(
-            "weight_format",
-            str,
-            "'mxfp4' (packed blocks + scales) or 'float'",
-            derive=lambda t: "float" if t["gate_up_scales"] is None else "mxfp4",
-            choices=("float", "mxfp4"),
+            "weight_format", str, "'mxfp4' (packed blocks + scales) or 'float'",
+            derive=lambda t: "float" if t["gate_up_scales"] is None else "mxfp4", choices=("float", "mxfp4"),
         ),  # fmt: skip
         Attribute("swiglu_alpha", float, "sigmoid gain", default=1.702),
         Attribute("swiglu_limit", float, "clamp limit", default=7.0),
     ),
     type_constraints={"T": FLOAT_TYPES, "W": (*FLOAT_TYPES, "uint8")},
-    descriptor=(
-        "num_tokens",
-        "hidden_size",
-        "intermediate_size",
-        "num_experts",
-        "top_k",
-        "swiglu_alpha",
-        "swiglu_limit",
-        "dtype",
-        "weight_format",
-        "weight_dtype",
-    ),  # fmt: skip
+    descriptor=("num_tokens", "hidden_size", "intermediate_size", "num_experts", "top_k", "swiglu_alpha",
+                "swiglu_limit", "dtype", "weight_format", "weight_dtype"),  # fmt: skip
     extents={"num_tokens": ("hidden", 0)},
     element_types={"dtype": "hidden", "weight_dtype": "gate_up_weight"},
     shapes=_moe_shapes,
