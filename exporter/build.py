@@ -15,13 +15,14 @@ from gptoss.runtime.manifest import TARGETS, Manifest, read_manifest
 from gptoss.runtime.op_signatures import DOMAIN, PLUGIN_NAMESPACE, PLUGIN_VERSION, VERSION
 
 from .config import GptOssConfig, load_config
-from .engine_dir import staged_engine_dir, write_manifest
+from .engine_dir import write_manifest
 from .errors import ConfigError
 from .external_data import attach_weights, plan_weights, write_weights
 from .loading import empty_model
 from .onnx_export import export_step_graph, save_onnx
 from .onnx_functions import ONNX_OPSET
 from .progress import stage
+from .publish import staged_engine_dir
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,53 +1,18 @@
-"""Writing an engine directory so that an interrupted build never leaves a file that looks finished.
-
-Files are produced in a hidden staging directory inside the target; on success the old manifest is
-removed first, each file is renamed into place, and the new manifest is renamed last.
-"""
+"""Writing the files of an engine directory: large files hashed while they are written, and the manifest that
+records every file's size and sha256 (publish.py then puts the directory in place)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 from gptoss.runtime.manifest import MANIFEST, Manifest, file_entry
 
-from .errors import GptOssError
-from .writeback import start_writeback
-
-
-@contextmanager
-def staged_engine_dir(out_dir: str | Path) -> Iterator[Path]:
-    """Yield a staging directory; on normal exit its files move into `out_dir`, otherwise it is removed."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
-    except OSError as exc:
-        raise GptOssError(f"{out_dir}: cannot write the engine directory ({exc.strerror})") from None
-    try:
-        yield staging
-        _publish(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _publish(staging: Path, out_dir: Path) -> None:
-    manifest = staging / MANIFEST
-    if not manifest.is_file():
-        raise GptOssError(f"{staging}: build finished without a {MANIFEST}")
-    (out_dir / MANIFEST).unlink(missing_ok=True)
-    for path in sorted(staging.iterdir()):
-        if path != manifest:
-            os.replace(path, out_dir / path.name)
-    os.replace(manifest, out_dir / MANIFEST)
+from .linux import start_writeback
 
 
 def write_manifest(staging: Path, manifest: Manifest, files: dict[str, Path], hashed: dict[str, dict]) -> None:
