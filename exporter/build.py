@@ -13,6 +13,7 @@ import torch
 from gptoss.runtime import contract
 from gptoss.runtime.manifest import TARGETS, Manifest, read_manifest
 from gptoss.runtime.op_signatures import DOMAIN, PLUGIN_NAMESPACE, PLUGIN_VERSION, VERSION
+from gptoss.runtime.tokenizer import Tokenizer
 
 from .config import GptOssConfig, load_config
 from .engine_dir import write_manifest
@@ -69,6 +70,9 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions | No
             f"--max-seq-len {options.max_seq_len} exceeds the model's max_position_embeddings "
             f"{config.max_position_embeddings}"
         )
+    tokenizer = model_dir / "tokenizer.json"
+    if tokenizer.is_file():
+        Tokenizer(tokenizer)  # one the runtime cannot read fails the build now, not the first `generate`
     dtype = getattr(torch, contract.precision(options.precision).name)
     if options.target != "onnx":
         from . import trt_build
@@ -94,7 +98,6 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions | No
         save_onnx(onnx_model, files["onnx"], data_path.name)
         hashed = {"onnx_data": weights.entry}
         del onnx_model, model
-        tokenizer = model_dir / "tokenizer.json"
         if tokenizer.is_file():
             files["tokenizer"] = Path(shutil.copyfile(tokenizer, staging / "tokenizer.json"))
         io = contract.graph_io(config, options.head, options.all_positions, options.precision)

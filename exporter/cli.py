@@ -19,17 +19,28 @@ app = typer.Typer(
 )
 
 
+_verbose = False  # --verbose: debug logs, and tracebacks of unexpected errors
+
+
 @app.callback()
-def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s")
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs and error tracebacks.")] = False,
+) -> None:
+    global _verbose
+    _verbose = verbose
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("gptoss").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @app.command()
-def inspect(path: Annotated[Path, typer.Argument(help="A checkpoint or engine directory.")]) -> None:
+def inspect(
+    path: Annotated[Path, typer.Argument(help="A checkpoint or engine directory.")],
+    verify: Annotated[bool, typer.Option("--verify", help="Engine: also check every file's sha256.")] = False,
+) -> None:
     """Print a checkpoint's config, layer types, parameter counts and expert format, or an engine's manifest."""
     from .inspection import describe, describe_engine
 
-    typer.echo(describe_engine(path) if (path / "manifest.json").is_file() else describe(path))
+    typer.echo(describe_engine(path, verify) if (path / "manifest.json").is_file() else describe(path))
 
 
 @app.command()
@@ -88,7 +99,7 @@ def generate(
     top_p: Annotated[float, typer.Option(help="Sample within this probability mass.")] = 1.0,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string; repeat for several.")] = None,
-    stream: Annotated[bool, typer.Option(help="Print tokens as they come (one prompt).")] = False,
+    stream: Annotated[bool, typer.Option(help="Print tokens as they come (prompts one after another).")] = False,
     chat: Annotated[
         bool, typer.Option(help="Wrap the prompt as a harmony user turn; print the final channel.")
     ] = False,
@@ -115,9 +126,12 @@ def generate(
         return
     stops = stop if stop else None
     if stream:
-        for increment in engine.generate(prompt[0], stop=stops, stream=True, **options):
-            typer.echo(increment.text, nl=False)
-        typer.echo()
+        for index, text in enumerate(prompt):
+            if len(prompt) > 1:
+                typer.echo(f"[prompt {index}] ", nl=False)
+            for increment in engine.generate(text, stop=stops, stream=True, **options):
+                typer.echo(increment.text, nl=False)
+            typer.echo()
         return
     for text, result in zip(prompt, engine.generate(prompt, stop=stops, **options), strict=True):
         typer.echo(f"prompt  {text!r}\ntokens  {result.token_ids}\ntext    {result.text!r}  ({result.finish_reason})")
@@ -196,9 +210,21 @@ def _show_progress() -> None:
 
 
 def main() -> None:
-    """Entry point: known errors become one line on stderr and exit status 1."""
+    """Entry point: every error becomes one line on stderr and exit status 1 (a traceback only with --verbose)."""
     try:
         app()
     except GptOssError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        _fail(str(exc))
+    except OSError as exc:  # disk full, permissions, a file vanishing under the build
+        if _verbose:
+            raise
+        _fail(f"{exc.filename or 'I/O'}: {exc.strerror or exc}")
+    except Exception as exc:
+        if _verbose:
+            raise
+        _fail(f"internal error ({type(exc).__name__}: {exc}); run with --verbose for the traceback")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(1)

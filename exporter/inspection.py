@@ -79,12 +79,12 @@ def _target_info(info: dict) -> str:
     return str(info) if info else ""
 
 
-def describe_engine(engine_dir: str | Path) -> str:
-    """A multi-line report of an engine directory's manifest, after checking its files' sizes."""
+def describe_engine(engine_dir: str | Path, verify_checksums: bool = False) -> str:
+    """A multi-line report of an engine directory's manifest, after checking its files' sizes (and sha256)."""
     from gptoss.runtime.manifest import read_manifest
 
     manifest = read_manifest(engine_dir)
-    manifest.verify_files(check_hashes=False)
+    manifest.verify_files(check_hashes=verify_checksums)
     lines = [
         f"engine directory {Path(engine_dir).resolve()}",
         f"target           {manifest.target} {_target_info(manifest.target_info)}".rstrip(),
@@ -97,4 +97,5 @@ def describe_engine(engine_dir: str | Path) -> str:
     lines += [
         f"file             {e['name']} {e['size']:,} bytes sha256 {e['sha256'][:16]}" for e in manifest.files.values()
     ]
-    return "\n".join(lines)
+    checked = "sizes and sha256 checked" if verify_checksums else "sizes checked (--verify also checks sha256)"
+    return "\n".join([*lines, f"files            {checked}"])

@@ -64,6 +64,8 @@ class Engine:
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise GptOssError(f"{self.manifest.engine_dir}: no tokenizer.json, pass token ids instead of text")
+            if not prompt.isascii() and not _is_utf8(prompt):
+                raise GptOssError(f"prompt {index}: not valid UTF-8 text")
             ids = self.tokenizer.encode(prompt)
         elif isinstance(prompt, Sequence | np.ndarray):
             ids = list(prompt)
@@ -175,3 +177,12 @@ class Engine:
         for index, classification in self._scheduler.run(requests):
             results[index] = classification
         return results
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text with lone surrogates (what Python makes of bytes that are not UTF-8 in argv or files)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
