@@ -19,6 +19,11 @@ app = typer.Typer(
 )
 
 
+BackendOption = Annotated[
+    str | None,
+    typer.Option(help="tensorrt, tensorrt-rtx, onnxruntime, torch or cuda (the PyTorch model on our CUDA kernels); "
+                      "default: the engine's target."),
+]  # fmt: skip
 _verbose = False  # --verbose: debug logs, and tracebacks of unexpected errors
 
 
@@ -105,7 +110,7 @@ def generate(
     ] = False,
     system: Annotated[str | None, typer.Option(help="With --chat: developer instructions.")] = None,
     reasoning: Annotated[str, typer.Option(help="With --chat: low, medium or high.")] = "medium",
-    backend: Annotated[str | None, typer.Option(help="tensorrt, tensorrt-rtx, onnxruntime or torch.")] = None,
+    backend: BackendOption = None,
 ) -> None:
     """Generate continuations (or chat replies) with an engine."""
     from gptoss.runtime import Engine
@@ -141,7 +146,7 @@ def generate(
 def classify(
     engine_dir: Annotated[Path, typer.Argument(help="A classification engine directory.")],
     text: Annotated[list[str], typer.Option("--text", "-t", help="Text to classify; repeat for a batch.")],
-    backend: Annotated[str | None, typer.Option(help="tensorrt, tensorrt-rtx, onnxruntime or torch.")] = None,
+    backend: BackendOption = None,
 ) -> None:
     """Classify texts (sequence head: one label each; token head: a label per token)."""
     from gptoss.runtime import Engine
@@ -161,7 +166,7 @@ def compare(
     atol: Annotated[float, typer.Option(help="Largest acceptable max abs logit error.")] = 1e-4,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of the error by position (and layer) here.")] = None,
-    backend: Annotated[str | None, typer.Option(help="tensorrt, tensorrt-rtx, onnxruntime or torch.")] = None,
+    backend: BackendOption = None,
 ) -> None:
     """Compare an engine with the PyTorch model (or Hugging Face); exit 1 when it disagrees."""
     from gptoss.tools import compare as comparison
@@ -190,7 +195,7 @@ def bench(
     vs_hf: Annotated[
         bool, typer.Option("--vs-hf", help="Also run Hugging Face transformers and print ratios.")
     ] = False,
-    backend: Annotated[str | None, typer.Option(help="tensorrt, tensorrt-rtx, onnxruntime or torch.")] = None,
+    backend: BackendOption = None,
 ) -> None:
     """Prefill and decode tokens/s, time to first token and peak memory."""
     from gptoss.tools import bench as benchmark

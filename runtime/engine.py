@@ -1,4 +1,5 @@
-"""`Engine`: an engine directory (or, for the torch backend, a checkpoint) ready for generate and classify."""
+"""`Engine`: an engine directory (or, for the backends that run the PyTorch model, a checkpoint) ready for generate
+and classify."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import Backend, open_backend
+from .backends import MODEL_BACKENDS, Backend, open_backend
 from .cache_rows import CacheRows
 from .chat import REPLY_STOP_TOKENS, Message, Reply, encode_conversation, parse_reply
 from .classification import Classification, ClassificationRequest
@@ -39,10 +40,11 @@ class Engine:
     def load(cls, engine_dir: str | Path, backend: str | None = None, *, verify_checksums: bool = True) -> Engine:
         """Validate the manifest (contract, plugin version, file sizes and checksums), then open the backend.
 
-        With `backend="torch"`, `engine_dir` may also be a checkpoint directory.
+        With `backend="torch"` or `"cuda"` (the PyTorch model), `engine_dir` may also be a checkpoint directory.
         """
         engine_dir = Path(engine_dir)
-        if backend == "torch" and not (engine_dir / MANIFEST).is_file() and (engine_dir / "config.json").is_file():
+        is_checkpoint = not (engine_dir / MANIFEST).is_file() and (engine_dir / "config.json").is_file()
+        if backend in MODEL_BACKENDS and is_checkpoint:
             from .backends.torch import checkpoint_manifest
 
             manifest = checkpoint_manifest(engine_dir)

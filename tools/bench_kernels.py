@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from gptoss.tools import kernels
 
@@ -61,17 +62,38 @@ def copy_seconds(nbytes: int, calls: int) -> float:
     return time_calls(lambda _: dst.copy_(src), calls)
 
 
-def report(name: str, batch: int, nbytes: int, seconds: float, calls: int, l2_bytes: int) -> None:
+@dataclass(frozen=True)
+class Row:
+    """One timed case: the kernel's bandwidth and that of a copy of as many bytes, measured in the same run."""
+
+    case: str
+    batch: int
+    us_per_call: float
+    mb_per_call: float
+    gb_per_s: float
+    copy_gb_per_s: float
+    in_l2: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.gb_per_s / self.copy_gb_per_s
+
+    def line(self) -> str:
+        return (
+            f"{self.case:<22} {self.batch:>5} {self.us_per_call:>9.1f} {self.mb_per_call:>10.2f} {self.gb_per_s:>9.0f} "
+            f"{self.copy_gb_per_s:>9.0f} {self.ratio:>6.2f} {'L2' if self.in_l2 else ''}"
+        )
+
+
+HEADER = f"{'case':<22} {'batch':>5} {'us/call':>9} {'MB/call':>10} {'GB/s':>9} {'copy GB/s':>9} {'ratio':>6}"
+
+
+def _row(name: str, batch: int, nbytes: int, seconds: float, calls: int, l2_bytes: int) -> Row:
     copy = copy_seconds(nbytes, calls)
-    bandwidth, copy_bandwidth = nbytes / seconds / 1e9, nbytes / copy / 1e9
-    note = "L2" if nbytes < l2_bytes else ""
-    print(
-        f"{name:<22} {batch:>5} {seconds * 1e6:>9.1f} {nbytes / 1e6:>10.2f} {bandwidth:>9.0f} "
-        f"{copy_bandwidth:>9.0f} {bandwidth / copy_bandwidth:>6.2f} {note}"
-    )
+    return Row(name, batch, seconds * 1e6, nbytes / 1e6, nbytes / seconds / 1e9, nbytes / copy / 1e9, nbytes < l2_bytes)
 
 
-def bench_attention(batch: int, capacity: int, window: int, calls: int, l2_bytes: int) -> None:
+def bench_attention(batch: int, capacity: int, window: int, calls: int, l2_bytes: int) -> Row:
     """Decode step with every row at the end of its cache (sliding: a full ring)."""
     import torch
 
@@ -95,10 +117,10 @@ def bench_attention(batch: int, capacity: int, window: int, calls: int, l2_bytes
     keys = min(past + 1, window) if window else past + 1
     nbytes = batch * (2 * KV_HEADS * keys * HEAD_DIM + 2 * HEADS * HEAD_DIM) * elem
     name = f"attention w{window}" if window else f"attention full {capacity}"
-    report(name, batch, nbytes, time_calls(step, calls), calls, l2_bytes)
+    return _row(name, batch, nbytes, time_calls(step, calls), calls, l2_bytes)
 
 
-def bench_moe(batch: int, calls: int, l2_bytes: int) -> None:
+def bench_moe(batch: int, calls: int, l2_bytes: int) -> Row:
     """MoE of `batch` decode tokens with MXFP4 experts, cycling through ROUTINGS random routings."""
     import torch
 
@@ -125,7 +147,19 @@ def bench_moe(batch: int, calls: int, l2_bytes: int) -> None:
     calls = math.ceil(calls / ROUTINGS) * ROUTINGS
     touched = sum(len(torch.unique(ids)) for ids in routings) / ROUTINGS
     nbytes = int(touched * per_expert) + 2 * batch * HIDDEN * elem
-    report("moe mxfp4", batch, nbytes, time_calls(step, calls), calls, l2_bytes)
+    return _row("moe mxfp4", batch, nbytes, time_calls(step, calls), calls, l2_bytes)
+
+
+def run(batches: list[int], calls: int) -> Iterator[Row]:
+    """Every case at every batch size, as it is measured."""
+    import torch
+
+    l2_bytes = torch.cuda.get_device_properties(0).L2_cache_size
+    for batch in batches:
+        yield bench_attention(batch, WINDOW, WINDOW, calls, l2_bytes)
+        for capacity in (4096, 32768):
+            yield bench_attention(batch, capacity, 0, calls, l2_bytes)
+        yield bench_moe(batch, calls, l2_bytes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,13 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     except kernels.KernelError as err:
         print(err, file=sys.stderr)
         return 1
-    l2_bytes = torch.cuda.get_device_properties(0).L2_cache_size
-    print(f"{'case':<22} {'batch':>5} {'us/call':>9} {'MB/call':>10} {'GB/s':>9} {'copy GB/s':>9} {'ratio':>6}")
-    for batch in args.batch:
-        bench_attention(batch, WINDOW, WINDOW, args.calls, l2_bytes)
-        for capacity in (4096, 32768):
-            bench_attention(batch, capacity, 0, args.calls, l2_bytes)
-        bench_moe(batch, args.calls, l2_bytes)
+    print(HEADER)
+    for row in run(args.batch, args.calls):
+        print(row.line(), flush=True)
     return 0
 
 

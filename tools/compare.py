@@ -86,16 +86,21 @@ def load_hf(checkpoint: str | Path, head: str = "causal-lm"):
     return classes[head].from_pretrained(checkpoint, dtype=torch.float32).eval()
 
 
-def _reference(reference_dir: Path, head: str, use_hf: bool):
-    return load_hf(reference_dir, head) if use_hf else load_model(reference_dir, head=head)
+def _reference(reference_dir: Path, head: str, use_hf: bool, device: str = "cpu"):
+    return (load_hf(reference_dir, head) if use_hf else load_model(reference_dir, head=head)).to(device)
+
+
+def _batch_of(model, ids: list[int]) -> torch.Tensor:
+    """`ids` as a batch of one on the model's device."""
+    return torch.tensor([ids], device=next(model.parameters()).device)
 
 
 def _reference_outputs(model, ids: list[int], use_hf: bool) -> np.ndarray:
     """Like `_engine_outputs`, from the reference model's full-sequence forward."""
     with torch.no_grad():
-        output = model(torch.tensor([ids]))
-    output = output.logits if use_hf else output
-    return output.float().numpy() if output.ndim == 2 else output[0].float().numpy()
+        output = model(_batch_of(model, ids))
+    output = (output.logits if use_hf else output).float().cpu()
+    return output.numpy() if output.ndim == 2 else output[0].numpy()
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -105,7 +110,7 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _greedy(model, ids: list[int], tokens: int, use_hf: bool) -> list[int]:
-    prompt = torch.tensor([ids])
+    prompt = _batch_of(model, ids)
     if use_hf:
         model.generation_config.eos_token_id = None  # exactly `tokens` tokens, no end token masked or stopping
         out = model.generate(prompt, max_new_tokens=tokens, do_sample=False, pad_token_id=model.config.pad_token_id)
@@ -136,12 +141,15 @@ def compare(
     backend: str | None = None,
     use_hf: bool = False,
     greedy_tokens: int = 16,
+    reference_device: str = "cpu",
+    per_layer: bool = True,
 ) -> Report:
-    """Run the engine and the reference on the same prompts and measure how far apart they are."""
+    """Run the engine and the reference on the same prompts and measure how far apart they are. `reference_device`:
+    where the reference runs; `per_layer`: with `use_hf`, also compare each layer's hidden states (on the CPU)."""
     engine = Engine.load(engine_dir, backend)
     head = engine.manifest.head
     reference_dir = Path(reference_dir)
-    model = _reference(reference_dir, head, use_hf)
+    model = _reference(reference_dir, head, use_hf, reference_device)
     encoded = [engine.encode(p, i) for i, p in enumerate(prompts or DEFAULT_PROMPTS)]
     errors, relative, agree, kls, per_position, divergences = [], [], [], [], [], []
     for ids in encoded:
@@ -175,7 +183,9 @@ def compare(
         greedy_identical=all(d is None for d in divergences),
         greedy_first_divergence=divergences,
         per_position_max_abs=per_position,
-        per_layer_max_abs=_per_layer_errors(reference_dir, encoded[0]) if use_hf and head == "causal-lm" else [],
+        per_layer_max_abs=_per_layer_errors(reference_dir, encoded[0])
+        if per_layer and use_hf and head == "causal-lm"
+        else [],
     )
 
 

@@ -7,6 +7,7 @@ directory directly. It imports torch and the exporter, which the other backends 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,27 +15,46 @@ from .. import contract
 from ..errors import GptOssError
 from ..manifest import Manifest
 
+if TYPE_CHECKING:
+    from gptoss.exporter.config import GptOssConfig
+
 
 def checkpoint_manifest(checkpoint_dir: str | Path, head: str = "causal-lm", max_seq_len: int = 4096) -> Manifest:
-    """An in-memory manifest describing a checkpoint run by the PyTorch backend (no files are written)."""
+    """An in-memory manifest describing a checkpoint run by a PyTorch-model backend (no files are written)."""
     from gptoss.exporter.config import load_config
 
     checkpoint_dir = Path(checkpoint_dir)
-    config = load_config(checkpoint_dir)
     tokenizer = checkpoint_dir / "tokenizer.json"
+    return model_manifest(
+        load_config(checkpoint_dir), checkpoint_dir, head=head, max_seq_len=max_seq_len,
+        tokenizer=tokenizer.name if tokenizer.is_file() else None,
+    )  # fmt: skip
+
+
+def model_manifest(
+    config: GptOssConfig,
+    source_dir: Path,
+    *,
+    head: str = "causal-lm",
+    precision: str = "fp32",
+    max_seq_len: int = 4096,
+    max_batch: int = 8,
+    tokenizer: str | None = None,
+) -> Manifest:
+    """An in-memory manifest of a model run by a PyTorch-model backend, its weights from `source_dir`."""
     return Manifest(
-        engine_dir=checkpoint_dir,
+        engine_dir=source_dir,
         target="onnx",
         head=head,
-        precision="fp32",
+        precision=precision,
         config=config,
-        io=contract.graph_io(config, head, False, "fp32"),
-        files={"tokenizer": {"name": "tokenizer.json"}} if tokenizer.is_file() else {},
-        max_batch=8,
+        io=contract.graph_io(config, head, False, precision),
+        files={"tokenizer": {"name": tokenizer}} if tokenizer else {},
+        max_batch=max_batch,
         max_seq_len=min(max_seq_len, config.max_position_embeddings),
-        tokenizer="tokenizer.json" if tokenizer.is_file() else None,
+        tokenizer=tokenizer,
         chat_format="harmony",
-        source_checkpoint=str(checkpoint_dir.resolve()),
+        source_checkpoint=str(source_dir.resolve()),
     )
 
 
@@ -43,21 +63,23 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, manifest: Manifest, device: str = "cpu") -> None:
+    def __init__(self, manifest: Manifest, device: str = "cpu", model: Any = None) -> None:
+        """Load the manifest's source checkpoint on `device`, or run `model` (a `GptOssWithHead` already there)."""
         import torch
 
         from gptoss.exporter import load_model
         from gptoss.exporter.model import StepGraph
 
-        if not manifest.source_checkpoint or not Path(manifest.source_checkpoint, "config.json").is_file():
-            raise GptOssError(
-                f"{manifest.engine_dir}: the torch backend needs the source checkpoint, "
-                f"{manifest.source_checkpoint!r} is not one"
-            )
+        if model is None:
+            if not manifest.source_checkpoint or not Path(manifest.source_checkpoint, "config.json").is_file():
+                raise GptOssError(
+                    f"{manifest.engine_dir}: the {self.name} backend needs the source checkpoint, "
+                    f"{manifest.source_checkpoint!r} is not one"
+                )
+            dtype = getattr(torch, contract.precision(manifest.precision).name)
+            model = load_model(manifest.source_checkpoint, head=manifest.head, dtype=dtype, device=device)
         self.manifest = manifest
         self._torch = torch
-        dtype = getattr(torch, contract.precision(manifest.precision).name)
-        model = load_model(manifest.source_checkpoint, head=manifest.head, dtype=dtype, device=device)
         self.graph = StepGraph(model, manifest.all_positions).eval()
         self._device = device
         self._caches: list = []
@@ -65,13 +87,18 @@ class TorchBackend:
     def allocate(self, batch: int, max_seq_len: int) -> None:
         self._caches = self.graph.allocate_kv_caches(batch, max_seq_len)
 
-    def step(self, input_ids: np.ndarray, past_len: np.ndarray, new_len: np.ndarray) -> np.ndarray:
+    def _inputs(self, input_ids: np.ndarray, past_len: np.ndarray, new_len: np.ndarray) -> tuple:
+        """The step's inputs as tensors on the model's device."""
         torch = self._torch
 
         def tensor(array: np.ndarray, dtype):
             return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=self._device)
 
-        ids, past, new = tensor(input_ids, torch.int64), tensor(past_len, torch.int32), tensor(new_len, torch.int32)
+        return tensor(input_ids, torch.int64), tensor(past_len, torch.int32), tensor(new_len, torch.int32)
+
+    def step(self, input_ids: np.ndarray, past_len: np.ndarray, new_len: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        ids, past, new = self._inputs(input_ids, past_len, new_len)
         with torch.no_grad():
             outputs, *self._caches = self.graph(ids, past, new, self._caches)
         return outputs.float().cpu().numpy()
