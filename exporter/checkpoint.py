@@ -7,13 +7,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 
+from gptoss.runtime.files import confined, read_json
 from gptoss.runtime.op_signatures import MXFP4_BLOCK, MXFP4_BLOCK_BYTES
 
 from .config import GptOssConfig
 from .errors import CheckpointError
+from .tensor_stream import raw_bytes
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -24,12 +27,46 @@ SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch
 
 
 @dataclass(frozen=True)
+class NonFinite:
+    """How a stored value that is not finite looks: every bit of `bits` set in its `unsigned` view (the exponent of
+    an IEEE float; the whole byte of an E8M0 scale, whose 0xFF is NaN)."""
+
+    unsigned: str  # numpy dtype of the view
+    bits: int
+    what: str
+
+    CHUNK = 1 << 18  # elements tested at once: the temporary stays in the cache (about 0.12 s per GiB)
+
+    def refuse(self, data: bytes | memoryview, where: str) -> None:
+        """A CheckpointError naming `where` if the raw stored bytes `data` hold such a value."""
+        values = np.frombuffer(data, dtype=self.unsigned)
+        scratch = np.empty(min(values.size, self.CHUNK), values.dtype)
+        for start in range(0, values.size, self.CHUNK):
+            chunk = values[start : start + self.CHUNK]
+            if np.bitwise_and(chunk, self.bits, out=scratch[: chunk.size]).max() == self.bits:
+                raise CheckpointError(f"{where} holds {self.what}, expected finite values")
+
+
+_IEEE_NON_FINITE = {
+    torch.float32: NonFinite("uint32", 0x7F80_0000, "NaN or infinity"),
+    torch.bfloat16: NonFinite("uint16", 0x7F80, "NaN or infinity"),
+    torch.float16: NonFinite("uint16", 0x7C00, "NaN or infinity"),
+}
+_E8M0_NAN = NonFinite("uint8", 0xFF, "the scale byte 0xFF (E8M0 NaN)")
+
+
+@dataclass(frozen=True)
 class TensorSpec:
     """A tensor the model needs: its checkpoint name, shape and allowed storage dtypes."""
 
     name: str
     shape: tuple[int, ...]
     dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES
+    scales: bool = False  # MXFP4 E8M0 scales (the FP4 blocks beside them have no NaN or infinity)
+
+    def non_finite(self, stored: torch.dtype) -> NonFinite | None:
+        """What a NaN or infinity of this tensor looks like when stored as `stored`; None if it has none."""
+        return _E8M0_NAN if self.scales else _IEEE_NON_FINITE.get(stored)
 
 
 class Checkpoint:
@@ -44,11 +81,14 @@ class Checkpoint:
     def _index(self) -> dict[str, Path]:
         index_path = self.model_dir / INDEX_FILE
         if index_path.is_file():
-            try:
-                weight_map = json.loads(index_path.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise CheckpointError(f"{index_path}: not a safetensors index with a weight_map ({exc})") from None
-            return {name: self.model_dir / file for name, file in weight_map.items()}
+            index = read_json(index_path, CheckpointError)
+            weight_map = index.get("weight_map") if isinstance(index, dict) else None
+            if not isinstance(weight_map, dict):
+                raise CheckpointError(f"{index_path}: expected a safetensors index, an object with a weight_map object")
+            return {
+                name: confined(self.model_dir, file, CheckpointError, f"{index_path}: weight_map[{name!r}]")
+                for name, file in weight_map.items()
+            }
         single = self.model_dir / SINGLE_FILE
         if not single.is_file():
             raise CheckpointError(f"{self.model_dir}: no {SINGLE_FILE} or {INDEX_FILE} found")
@@ -86,7 +126,12 @@ class Checkpoint:
     def _slice(self, name: str):
         if name not in self._file_of:
             raise CheckpointError(f"{self.model_dir}: tensor {name!r} is missing from the checkpoint")
-        return self._open(self._file_of[name]).get_slice(name)
+        path = self._file_of[name]
+        handle = self._open(path)
+        try:
+            return handle.get_slice(name)
+        except Exception:  # safetensors' own error type
+            raise CheckpointError(f"{path}: has no tensor {name!r} ({INDEX_FILE} lists it there)") from None
 
     def check(self, spec: TensorSpec) -> None:
         """Check a tensor's shape and dtype against `spec` from the file header alone."""
@@ -119,10 +164,15 @@ class Checkpoint:
     def read(self, spec: TensorSpec) -> torch.Tensor:
         """Read one tensor, checking it against `spec` before any data is copied."""
         self.check(spec)
+        where = f"{self._file_of[spec.name]}: tensor {spec.name!r}"
         try:
-            return self._open(self._file_of[spec.name]).get_tensor(spec.name)
+            tensor = self._open(self._file_of[spec.name]).get_tensor(spec.name)
         except Exception as exc:
-            raise CheckpointError(f"{self._file_of[spec.name]}: cannot read tensor {spec.name!r} ({exc})") from None
+            raise CheckpointError(f"{where} cannot be read ({exc})") from None
+        non_finite = spec.non_finite(tensor.dtype)
+        if non_finite is not None:
+            non_finite.refuse(raw_bytes(tensor), where)
+        return tensor
 
     def close(self) -> None:
         self._handles.clear()
@@ -142,11 +192,15 @@ def expert_specs(config: GptOssConfig, layer: int) -> dict[str, TensorSpec]:
             "gate_up_weight": TensorSpec(
                 prefix + "gate_up_proj_blocks", (e, 2 * i, h // MXFP4_BLOCK, MXFP4_BLOCK_BYTES), PACKED_DTYPES
             ),
-            "gate_up_scales": TensorSpec(prefix + "gate_up_proj_scales", (e, 2 * i, h // MXFP4_BLOCK), PACKED_DTYPES),
+            "gate_up_scales": TensorSpec(
+                prefix + "gate_up_proj_scales", (e, 2 * i, h // MXFP4_BLOCK), PACKED_DTYPES, scales=True
+            ),
             "down_weight": TensorSpec(
                 prefix + "down_proj_blocks", (e, h, i // MXFP4_BLOCK, MXFP4_BLOCK_BYTES), PACKED_DTYPES
             ),
-            "down_scales": TensorSpec(prefix + "down_proj_scales", (e, h, i // MXFP4_BLOCK), PACKED_DTYPES),
+            "down_scales": TensorSpec(
+                prefix + "down_proj_scales", (e, h, i // MXFP4_BLOCK), PACKED_DTYPES, scales=True
+            ),
         }
     else:
         specs |= {

@@ -3,14 +3,14 @@ reads engine manifests with it)."""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from gptoss.runtime.errors import ConfigError
+from gptoss.runtime.files import read_json
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
@@ -107,10 +107,7 @@ def load_config(model_dir: str | Path) -> GptOssConfig:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{path}: not found (expected a Hugging Face GPT-OSS config.json)")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    raw = read_json(path, ConfigError)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a JSON object")
     return parse_config(raw, source=str(path))
@@ -127,7 +124,7 @@ def parse_config(raw: dict[str, Any], source: str = "config.json") -> GptOssConf
     # Absent keys take Hugging Face's class defaults; an explicit null derives the value as HF does.
     head_dim = hidden // num_heads if _is_null(raw, "head_dim") else reader.positive_int("head_dim", 64)
     num_kv_heads = num_heads if _is_null(raw, "num_key_value_heads") else reader.positive_int("num_key_value_heads", 8)
-    layer_types = raw.get("layer_types")
+    layer_types = reader.strings("layer_types")
     if layer_types is None:
         layer_types = default_layer_types(num_layers)
     sliding_window = raw.get("sliding_window", 128)  # absent: HF's default; null: no sliding layers
@@ -188,6 +185,13 @@ def validate(config: GptOssConfig, source: str = "config") -> None:
     def fail(message: str) -> None:
         raise ConfigError(f"{source}: {message}")
 
+    for message in _type_errors(c):
+        fail(message)
+    for name in _POSITIVE:
+        if getattr(c, name) <= 0:
+            fail(f"{name} must be positive, got {getattr(c, name)}")
+    if c.sliding_window < 0:
+        fail(f"sliding_window must not be negative, got {c.sliding_window}")
     if c.num_attention_heads % c.num_key_value_heads:
         fail(
             f"num_attention_heads ({c.num_attention_heads}) must be a multiple of "
@@ -221,18 +225,63 @@ def validate(config: GptOssConfig, source: str = "config") -> None:
     rope = c.rope
     if rope.rope_type not in ("yarn", "default"):
         fail(f"rope type {rope.rope_type!r} is not supported, expected 'yarn' or 'default'")
-    if rope.theta <= 0 or rope.factor <= 0:
-        fail(f"rope_theta and the rope factor must be positive, got {rope.theta} and {rope.factor}")
+    if rope.theta <= 1 or rope.factor <= 0:
+        fail(f"rope_theta must exceed 1 and the rope factor be positive, got {rope.theta} and {rope.factor}")
     if rope.beta_fast <= 0 or rope.beta_slow <= 0 or rope.original_max_position_embeddings <= 0:
         fail("rope beta_fast, beta_slow and original_max_position_embeddings must be positive")
 
 
-class _Reader:
-    """Typed field access that names the offending field on error."""
+INT32_MAX = 2**31 - 1  # dimensions and token ids are int32 in the graph and the plugins
+FLOAT32_MAX = 3.4028234663852886e38  # config floats become float32 attributes and constants
 
-    def __init__(self, raw: dict[str, Any], source: str) -> None:
+
+def is_int32(value: Any) -> bool:
+    """An integer that fits int32 (booleans excluded): what a dimension, length or token id may be."""
+    return type(value) is int and -INT32_MAX - 1 <= value <= INT32_MAX
+
+
+def _is_number(value: Any) -> bool:
+    """A number that is finite in float32 (booleans, NaN and infinities excluded)."""
+    return type(value) in (int, float) and abs(value) <= FLOAT32_MAX
+
+
+# What a value of each annotation of the config dataclasses must be (`from_dict` takes manifests' JSON as it is).
+_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "int": (is_int32, "an int32 integer"),
+    "float": (_is_number, "a finite float32 number"),
+    "bool": (lambda v: type(v) is bool, "true or false"),
+    "str": (lambda v: type(v) is str, "a string"),
+    "int | None": (lambda v: v is None or is_int32(v), "an int32 integer or null"),
+    "float | None": (lambda v: v is None or _is_number(v), "a finite float32 number or null"),
+    "tuple[int, ...]": (lambda v: all(map(is_int32, v)), "a list of int32 integers"),
+    "tuple[str, ...]": (lambda v: all(type(x) is str for x in v), "a list of strings"),
+    "dict[int, str]": (lambda v: all(is_int32(k) and type(x) is str for k, x in v.items()), "ids mapped to names"),
+}
+_POSITIVE = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+             "num_key_value_heads", "head_dim", "num_local_experts", "num_experts_per_tok", "max_position_embeddings",
+             "rms_norm_eps", "swiglu_alpha", "swiglu_limit")  # fmt: skip
+
+
+def _type_errors(config: Any, prefix: str = "") -> Iterator[str]:
+    """`key must be ..., got ...` for each field of a config dataclass whose value its annotation does not allow."""
+    for item in fields(config):
+        value = getattr(config, item.name)
+        if is_dataclass(value):
+            yield from _type_errors(value, f"{prefix}{item.name}.")
+        elif not _TYPES[item.type][0](value):
+            yield f"{prefix}{item.name} must be {_TYPES[item.type][1]}, got {value!r}"
+
+
+class _Reader:
+    """Typed field access that names the offending field (after `prefix`, for a nested object) on error."""
+
+    def __init__(self, raw: dict[str, Any], source: str, prefix: str = "") -> None:
         self.raw = raw
         self.source = source
+        self.prefix = prefix
+
+    def _error(self, key: str, expected: str, value: Any) -> ConfigError:
+        return ConfigError(f"{self.source}: {self.prefix}{key} must be {expected}, got {value!r}")
 
     def _get(self, key: str, default: Any, aliases: tuple[str, ...] = ()) -> Any:
         for name in (key, *aliases):
@@ -242,22 +291,36 @@ class _Reader:
 
     def positive_int(self, key: str, default: int, aliases: tuple[str, ...] = ()) -> int:
         value = self._get(key, default, aliases)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{self.source}: {key} must be a positive integer, got {value!r}")
+        if not is_int32(value) or value <= 0:
+            raise self._error(key, "a positive integer (int32)", value)
         return value
 
     def positive_float(self, key: str, default: float) -> float:
         value = self._get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"{self.source}: {key} must be a positive number, got {value!r}")
+        if not _is_number(value) or value <= 0:
+            raise self._error(key, "a positive number (finite in float32)", value)
         return float(value)
+
+    def finite(self, key: str, default: float | None) -> float | None:
+        """The number at `key` (`default` when absent or null), which must be finite."""
+        value = self._get(key, default)
+        if value is not None and not _is_number(value):
+            raise self._error(key, "a finite float32 number", value)
+        return None if value is None else float(value)
+
+    def strings(self, key: str) -> list[str] | None:
+        """The list of strings at `key`, None when absent or null."""
+        value = self.raw.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise self._error(key, "a list of strings", value)
+        return value
 
     def optional_token(self, key: str) -> int | None:
         value = self.raw.get(key)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"{self.source}: {key} must be a non-negative integer, got {value!r}")
+        if not is_int32(value) or value < 0:
+            raise self._error(key, "a non-negative integer (int32)", value)
         return value
 
     def token_list(self, key: str) -> tuple[int, ...]:
@@ -265,43 +328,37 @@ class _Reader:
         if value is None:
             return ()
         values = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-            raise ConfigError(f"{self.source}: {key} must be a token id or a list of token ids, got {value!r}")
+        if not all(is_int32(v) and v >= 0 for v in values):
+            raise self._error(key, "a token id or a list of token ids", value)
         return tuple(values)
 
 
 def _parse_rope(raw: dict[str, Any], reader: _Reader) -> RopeConfig:
-    params = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
+    section = "rope_parameters" if raw.get("rope_parameters") else "rope_scaling"
+    params = raw.get(section) or {}
     if not isinstance(params, dict):
-        raise ConfigError(f"{reader.source}: rope_parameters must be an object, got {params!r}")
-    theta = params.get("rope_theta", raw.get("rope_theta", 150000.0))
+        raise ConfigError(f"{reader.source}: {section} must be an object, got {params!r}")
+    rope = _Reader(params, reader.source, prefix=f"{section}.")
     rope_type = params.get("rope_type", params.get("type", "yarn" if params else "default"))
     defaults = RopeConfig()
-    original = params.get("original_max_position_embeddings", raw.get("max_position_embeddings", 131072))
-    try:
-        return RopeConfig(
-            theta=float(theta),
-            rope_type=str(rope_type),
-            factor=float(params.get("factor", defaults.factor if rope_type == "yarn" else 1.0)),
-            beta_fast=float(params.get("beta_fast") or defaults.beta_fast),
-            beta_slow=float(params.get("beta_slow") or defaults.beta_slow),
-            original_max_position_embeddings=int(original),
-            # Hugging Face's generic YaRN truncates the correction range unless told not to.
-            truncate=bool(params.get("truncate", True)),
-            attention_factor=_optional_float(params.get("attention_factor")),
-            mscale=_optional_float(params.get("mscale")),
-            mscale_all_dim=_optional_float(params.get("mscale_all_dim")),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{reader.source}: rope_parameters has a non-numeric value ({exc})") from None
+    original = rope.finite("original_max_position_embeddings", reader.positive_int("max_position_embeddings", 131072))
+    return RopeConfig(
+        theta=rope.finite("rope_theta", reader.finite("rope_theta", 150000.0)),
+        rope_type=str(rope_type),
+        factor=rope.finite("factor", defaults.factor if rope_type == "yarn" else 1.0),
+        beta_fast=rope.finite("beta_fast", None) or defaults.beta_fast,
+        beta_slow=rope.finite("beta_slow", None) or defaults.beta_slow,
+        original_max_position_embeddings=int(original),
+        # Hugging Face's generic YaRN truncates the correction range unless told not to.
+        truncate=bool(params.get("truncate", True)),
+        attention_factor=rope.finite("attention_factor", None),
+        mscale=rope.finite("mscale", None),
+        mscale_all_dim=rope.finite("mscale_all_dim", None),
+    )
 
 
 def _is_null(raw: dict[str, Any], key: str) -> bool:
     return key in raw and raw[key] is None
-
-
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def _parse_quantization(raw: dict[str, Any], source: str) -> QuantizationConfig:
@@ -311,7 +368,8 @@ def _parse_quantization(raw: dict[str, Any], source: str) -> QuantizationConfig:
     method = quant.get("quant_method") if isinstance(quant, dict) else None
     if method != "mxfp4":
         raise ConfigError(f"{source}: quantization_config.quant_method is {method!r}, only 'mxfp4' is supported")
-    return QuantizationConfig("mxfp4", tuple(quant.get("modules_to_not_convert") or ()))
+    modules = _Reader(quant, source, prefix="quantization_config.").strings("modules_to_not_convert") or ()
+    return QuantizationConfig("mxfp4", tuple(modules))
 
 
 def _parse_labels(raw: dict[str, Any], source: str) -> dict[int, str]:
@@ -324,6 +382,6 @@ def _parse_labels(raw: dict[str, Any], source: str) -> dict[int, str]:
     num_labels = raw.get("num_labels")
     if num_labels is None:
         return {}
-    if not isinstance(num_labels, int) or num_labels <= 0:
+    if not is_int32(num_labels) or num_labels <= 0:
         raise ConfigError(f"{source}: num_labels must be a positive integer, got {num_labels!r}")
     return {i: f"LABEL_{i}" for i in range(num_labels)}

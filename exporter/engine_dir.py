@@ -4,7 +4,6 @@ records every file's size and sha256 (publish.py then puts the directory in plac
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +18,7 @@ def write_manifest(staging: Path, manifest: Manifest, files: dict[str, Path], ha
     """Record size and sha256 of `files` (role -> path in `staging`) next to the entries of files `hashed` while
     they were written, and write the manifest there."""
     manifest.files = hashed | {role: file_entry(path) for role, path in files.items()}
-    (staging / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+    (staging / MANIFEST).write_text(manifest.dumps())
 
 
 class HashingWriter:

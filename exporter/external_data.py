@@ -19,9 +19,9 @@ from pathlib import Path
 import onnx_ir as ir
 import torch
 
-from .checkpoint import SAFETENSORS_DTYPES, Checkpoint
+from .checkpoint import SAFETENSORS_DTYPES, Checkpoint, NonFinite
 from .engine_dir import HashingWriter
-from .errors import GptOssError
+from .errors import ConfigError, GptOssError
 from .loading import WeightSource, weight_sources
 from .model import STEP_GRAPH_PREFIX, GptOssWithHead
 from .progress import ByteProgress
@@ -69,6 +69,8 @@ def plan_weights(model: GptOssWithHead, checkpoint_dir: Path) -> list[PlannedTen
         checkpoint.close()
     buffers = dict(model.named_buffers())
     for name, value in model.computed_buffers().items():
+        if not torch.isfinite(value).all():  # extreme RoPE parameters overflow float32
+            raise ConfigError(f"{checkpoint_dir / 'config.json'}: its RoPE parameters make {name} NaN or infinite")
         plan.append(PlannedTensor.of(STEP_GRAPH_PREFIX + name, value.to(buffers[name].dtype)))
     return plan
 
@@ -120,7 +122,8 @@ class _Rows:
     """Rows `first .. first+count` (along the first axis; experts for expert tensors) of a checkpoint tensor,
     transposed when stored in Hugging Face's float expert layout, converted to `dtype`. The rows are mapped from
     the file, not read into fresh memory, so bytes that need no conversion (the MXFP4 experts: most of a model)
-    go from the page cache to the writer without a copy or an allocation. A plain value (picklable)."""
+    go from the page cache to the writer without a copy or an allocation. Stored values that are not finite (per
+    `non_finite`) are refused. A plain value (picklable)."""
 
     path: Path
     tensor: str
@@ -131,6 +134,7 @@ class _Rows:
     row_shape: tuple[int, ...]
     transpose: bool
     dtype: torch.dtype
+    non_finite: NonFinite | None
 
     def __call__(self) -> torch.Tensor | memoryview:
         start = self.offset - self.offset % mmap.ALLOCATIONGRANULARITY
@@ -143,6 +147,8 @@ class _Rows:
         except ValueError:
             raise GptOssError(f"{self.path}: tensor {self.tensor!r} is cut short (file truncated while read)") from None
         rows = memoryview(mapped)[self.offset - start :]
+        if self.non_finite is not None:
+            self.non_finite.refuse(rows, f"{self.path}: tensor {self.tensor!r}")
         if self.stored == self.dtype and not self.transpose:
             return rows
         tensor = torch.frombuffer(bytearray(rows), dtype=self.stored).view(self.count, *self.row_shape)
@@ -154,11 +160,12 @@ def _plan_source(name: str, source: WeightSource, parameter: torch.Tensor, check
     path, begin, end = checkpoint.data_range(source.spec)
     shape = source.spec.shape
     stored = SAFETENSORS_DTYPES[checkpoint.dtype_name(source.spec.name)]
+    non_finite = source.spec.non_finite(stored)
     row_bytes = (end - begin) // max(shape[0], 1)
     rows = max(1, PIECE_BYTES // max(row_bytes, 1))
     pieces = [
         _Rows(path, source.spec.name, begin + first * row_bytes, row_bytes, min(rows, shape[0] - first), stored,
-              shape[1:], source.transpose, parameter.dtype)
+              shape[1:], source.transpose, parameter.dtype, non_finite)
         for first in range(0, shape[0], rows)
     ]  # fmt: skip
     return PlannedTensor(name, parameter.dtype, tuple(parameter.shape), pieces)

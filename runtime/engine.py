@@ -56,7 +56,7 @@ class Engine:
                     f"this runtime speaks {PLUGIN_VERSION!r} (rebuild the engine)"
                 )
             manifest.verify_files(check_hashes=verify_checksums)
-        tokenizer = Tokenizer(manifest.engine_dir / manifest.tokenizer) if manifest.tokenizer else None
+        tokenizer = Tokenizer(manifest.tokenizer_path()) if manifest.tokenizer else None
         return cls(manifest, open_backend(manifest, backend), tokenizer)
 
     # ------------------------------------------------------------------ inputs

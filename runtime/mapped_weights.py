@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import GptOssError
+from .files import confined
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,7 @@ class MappedWeights:
         self.initializers = initializers
         self._maps: dict[str, tuple[mmap.mmap, np.ndarray]] = {}
         for location in sorted({i.location for i in initializers}):
-            path = directory / location
-            if Path(location).is_absolute() or path.resolve().parent != directory.resolve():
-                raise GptOssError(f"{directory}: external data {location!r} is not a file of this directory")
+            path = confined(directory, location, GptOssError, f"{directory}: external data location")
             try:
                 with open(path, "rb") as handle:
                     mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)

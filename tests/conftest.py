@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptoss.exporter.build import BuildOptions, build
 from gptoss.tools.compare import load_hf  # noqa: F401  (the external oracle, shared by the tests)
 from gptoss.tools.demo_model import write_demo_model
 
@@ -55,6 +54,8 @@ def checkpoint_factory(tmp_path_factory):
 @pytest.fixture(scope="session")
 def engines(checkpoint_factory, tmp_path_factory):
     """Engine directories of the demo model: causal LM (batch 4 and batch 2) and both classifiers."""
+    from gptoss.exporter.build import BuildOptions, build  # not at the top: the GPU check runs without ONNX
+
     root = tmp_path_factory.mktemp("runtime")
     causal = checkpoint_factory("demo", expert_format="mxfp4")
     dirs = {
@@ -79,3 +80,35 @@ def hf_greedy(model, ids: torch.Tensor, new_tokens: int) -> list[list[int]]:
 def random_ids(batch: int, seq_len: int, vocab: int = 512, seed: int = 0, low: int = 9) -> torch.Tensor:
     """Token ids that avoid the special tokens (ids below `low`), so no id is mistaken for padding."""
     return torch.randint(low, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="session")
+def small_engine(checkpoint_factory, tmp_path_factory) -> Path:
+    """One small engine directory (demo model, MXFP4 experts, max_seq_len 64), for tests that copy and alter it."""
+    from gptoss.exporter.build import BuildOptions, build
+
+    checkpoint = checkpoint_factory("demo", expert_format="mxfp4")
+    return build(checkpoint, tmp_path_factory.mktemp("small") / "engine", BuildOptions(max_seq_len=64)).engine_dir
+
+
+def tensor_ranges(path: Path) -> dict[str, tuple[str, int, int]]:
+    """Each tensor of a safetensors file: its dtype name and the absolute byte range of its data in the file."""
+    import json
+
+    with open(path, "rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(size))
+    header.pop("__metadata__", None)
+    start = 8 + size
+    return {name: (info["dtype"], *(start + o for o in info["data_offsets"])) for name, info in header.items()}
+
+
+def build_weights(checkpoint_dir: Path, data_path: Path, dtype: torch.dtype = torch.float32) -> None:
+    """What `gptoss-export build` does with a checkpoint besides tracing: read its config, plan the weights (checking
+    the whole checkpoint) and write them into `data_path`."""
+    from gptoss.exporter.config import load_config
+    from gptoss.exporter.external_data import plan_weights, write_weights
+    from gptoss.exporter.loading import empty_model
+
+    model = empty_model(load_config(checkpoint_dir), "causal-lm", dtype, source=checkpoint_dir / "config.json")
+    write_weights(plan_weights(model, checkpoint_dir), data_path)
