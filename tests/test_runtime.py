@@ -201,7 +201,10 @@ def test_missing_manifest(tmp_path):
 @pytest.mark.parametrize(
     ("prompt", "message"),
     [([], "prompt 0 is empty"), ("", "prompt 0 is empty"), ([5, 512], "token id 512 is outside the vocabulary"),
-     ([5] * 256, "prompt 0 has 256 tokens; this engine's maximum sequence is 256")],
+     ([5] * 256, "prompt 0 has 256 tokens; this engine's maximum sequence is 256"),
+     ([5, 1.7], "token ids must be integers, got 1.7"), ([5, True], "token ids must be integers, got True"),
+     ([[5, 6], None], "prompt 1: expected text or a list of token ids, got NoneType"),
+     ("caf\udce9", "prompt 0: not valid UTF-8 text")],
 )  # fmt: skip
 def test_bad_prompts_are_clear_errors(engines, prompt, message):
     with pytest.raises(GptOssError, match=message):
