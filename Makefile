@@ -16,7 +16,7 @@ TENSORRT_URL     := https://github.com/NVIDIA/TensorRT/archive/refs/tags/$(TENSO
 FIND_TENSORRT    := for d in "$(TENSORRT_ROOT)" "$(CURDIR)/$(TENSORRT_HEADERS)" /opt/tensorrt-oss; do \
                     [ -n "$$d" ] && [ -f "$$d/include/NvInferRuntime.h" ] && echo "$$d" && break; done
 
-.PHONY: demo test lint plugins tensorrt-headers clean
+.PHONY: demo test lint plugins tensorrt-headers test-kernels-asan gpu-check clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -50,6 +50,24 @@ plugins: tensorrt-headers
 	cmake -S plugins -B $(PLUGINS) -DTENSORRT_ROOT="$$($(FIND_TENSORRT))" --log-level=NOTICE
 	cmake --build $(PLUGINS) -j2
 	ctest --test-dir $(PLUGINS) --output-on-failure
+
+# The kernels' CPU tests (tests/test_kernels.py) with the host kernels built under AddressSanitizer, which is
+# preloaded into Python; --capture=sys lets its report reach the terminal. Not part of `make test` (minutes).
+test-kernels-asan: $(STAMP)
+	cmake -S plugins -B build/plugins-asan -DGPTOSS_HOST_ASAN=ON --log-level=NOTICE
+	cmake --build build/plugins-asan -j2 --target gptoss_kernels_host gptoss_host_runtime_tests
+	build/plugins-asan/host/gptoss_host_runtime_tests
+	GPTOSS_KERNELS_HOST_LIB=build/plugins-asan/libgptoss_kernels_host.so ASAN_OPTIONS=detect_leaks=0 \
+		LD_PRELOAD=$$($(CXX) -print-file-name=libasan.so) $(VENV)/bin/pytest --capture=sys tests/test_kernels.py
+
+# For a GPU machine with a driver, nvcc, cmake, a CUDA build of torch and transformers, and no network: runs the
+# repository's own folders as the `gptoss` package with that Python (no virtual environment, nothing installed).
+GPU_PYTHON ?= python3
+GPU_CHECK  := build/gpu-check
+gpu-check:
+	@mkdir -p $(GPU_CHECK)/python/gptoss && for p in exporter runtime tools; do \
+		ln -sfn $(CURDIR)/$$p $(GPU_CHECK)/python/gptoss/$$p; done
+	PYTHONPATH=$(CURDIR)/$(GPU_CHECK)/python $(GPU_PYTHON) -m gptoss.tools.gpu_check --out $(GPU_CHECK)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -3,8 +3,10 @@ exits at once saying so; and the decode benchmark's byte count at gpt-oss-20b di
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,3 +50,40 @@ def test_decode_bytes_at_gpt_oss_20b_dimensions():
     expert = 13.3e6
     assert one == pytest.approx(2.43e9 + 24 * 4 * expert, rel=0.02)
     assert many - 1024 * config.hidden_size * 2 == pytest.approx(2.43e9 + 24 * 32 * expert, rel=0.02)
+
+
+ROUTED_MODEL = """
+import json, sys
+import torch
+from conftest import hf_greedy, load_hf
+from gptoss.runtime.backends.cuda import CudaBackend
+from gptoss.runtime.backends.torch import checkpoint_manifest
+from gptoss.runtime.engine import Engine
+
+checkpoint, prompt = sys.argv[1], json.loads(sys.argv[2])
+manifest = checkpoint_manifest(checkpoint)
+engine = Engine(manifest, CudaBackend(manifest, device="cpu"), None)
+tokens = engine.generate(prompt, max_new_tokens=16, stop=[])[0].token_ids
+with engine.exclusive_rows(1) as rows:
+    logits = torch.from_numpy(rows.step({rows.acquire(): prompt})[0])
+hf = load_hf(checkpoint)
+with torch.no_grad():
+    expected = hf(torch.tensor([prompt])).logits[0, -1]
+print(json.dumps({"tokens": tokens, "hf_tokens": hf_greedy(hf, torch.tensor([prompt]), 16)[0],
+                  "max_abs": float((logits - expected).abs().max()), "scale": float(expected.abs().max())}))
+"""
+
+
+def test_cuda_backend_routing_runs_the_kernel_source_on_cpu(checkpoint_factory):
+    """The cuda backend's path (ops routed to the kernel library, caches updated in place) on CPU tensors, where
+    tools/kernels.py runs the host build of the same .cu source: the whole demo model against Hugging Face. Run in a
+    subprocess because routing the ops is process-wide."""
+    checkpoint = checkpoint_factory("demo", expert_format="mxfp4")
+    prompt = [5, 17, 300, 42, 9, 77, 12, 480, 33, 21, 8, 64, 100, 3, 250, 19, 7, 90]  # longer than the window of 16
+    result = subprocess.run([sys.executable, "-c", ROUTED_MODEL, str(checkpoint), json.dumps(prompt)],
+                            capture_output=True, text=True, cwd=Path(__file__).parent)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured["tokens"] == measured["hf_tokens"]
+    # float32 on both sides; the kernels sum in another order and use exp2: ~1e-6 of the logits (|logits| ~ 10)
+    assert measured["max_abs"] <= 1e-4, measured

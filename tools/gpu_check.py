@@ -30,7 +30,7 @@ from typing import Any
 from gptoss.tools import kernels
 
 REPO_ROOT = kernels.REPO_ROOT
-GPU_TESTS = ["tests/test_kernels_gpu.py"]
+GPU_TESTS = ["tests/test_kernels.py"]
 # float32 on both sides: the kernels and Hugging Face differ in summation order and exp2 versus exp only, ~1e-6 of
 # the logits' magnitude (up to ~10 here), so 1e-4 leaves a wide margin and still catches any real error.
 LOGIT_TOLERANCE = 1e-4
@@ -190,8 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=[c.__name__ for c in CHECKS], help="run only these checks")
     args = parser.parse_args(argv)
 
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        print(f"gpu-check: {sys.executable} has no torch; run it with the Python of a CUDA build of torch "
+              f"(make gpu-check GPU_PYTHON=...)", file=sys.stderr)  # fmt: skip
+        return 2
     if not torch.cuda.is_available():
         print(f"gpu-check: no CUDA GPU visible to torch {torch.__version__} (torch.cuda.is_available() is False); "
               f"nothing was checked", file=sys.stderr)  # fmt: skip

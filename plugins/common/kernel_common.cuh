@@ -2,9 +2,17 @@
 #ifndef GPTOSS_KERNEL_COMMON_CUH
 #define GPTOSS_KERNEL_COMMON_CUH
 
+#ifdef GPTOSS_HOST
+#include "host/cuda_host.h"  // the host build: the same kernels on CPU threads (docs/kernels-on-cpu.md)
+#else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+
+// kernel<<<grid, block, smem, stream>>>(args) is written GPTOSS_LAUNCH(grid, block, smem, stream, kernel)(args), which
+// the host build maps onto its fiber runtime; the kernel comes last because its template arguments may hold commas.
+#define GPTOSS_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#endif
 
 #include <cstdint>
 #include <cstring>

@@ -403,13 +403,13 @@ int launch_experts(const gptoss_moe_desc& d, const MoeCall& c, const Weights& ga
     const dim3 grid_first(tiles, ceil_div(two_i, kRowsPerBlock));
     const dim3 grid_second(tiles, ceil_div(d.hidden_size, kRowsPerBlock));
     if (TM == kDecodeTileTokens) {
-        moe_gate_up_decode_kernel<<<grid_first, kMoeThreads, 0, stream>>>(first);
+        GPTOSS_LAUNCH(grid_first, kMoeThreads, 0, stream, moe_gate_up_decode_kernel)(first);
         GPTOSS_CUDA_TRY(cudaGetLastError());
-        moe_down_decode_kernel<<<grid_second, kMoeThreads, 0, stream>>>(second);
+        GPTOSS_LAUNCH(grid_second, kMoeThreads, 0, stream, moe_down_decode_kernel)(second);
     } else {
-        moe_gate_up_kernel<<<grid_first, kMoeThreads, 0, stream>>>(first);
+        GPTOSS_LAUNCH(grid_first, kMoeThreads, 0, stream, moe_gate_up_kernel)(first);
         GPTOSS_CUDA_TRY(cudaGetLastError());
-        moe_down_kernel<<<grid_second, kMoeThreads, 0, stream>>>(second);
+        GPTOSS_LAUNCH(grid_second, kMoeThreads, 0, stream, moe_down_kernel)(second);
     }
     return static_cast<int>(cudaGetLastError());
 }
@@ -419,8 +419,8 @@ int run_pass(const gptoss_moe_desc& d, const MoeCall& c, const Weights& gate_up,
              const float* gate_up_bias, const float* down_bias, const Workspace& ws, cudaStream_t stream) {
     const int assignments = c.tokens * d.top_k;
     const int tile_tokens = assignments <= d.num_experts ? kDecodeTileTokens : kTileTokens;
-    moe_route_kernel<<<1, kRouteThreads, 0, stream>>>(c.expert_ids, assignments, d.num_experts, tile_tokens,
-                                                      ws.routing);
+    GPTOSS_LAUNCH(1, kRouteThreads, 0, stream, moe_route_kernel)(c.expert_ids, assignments, d.num_experts, tile_tokens,
+                                                                ws.routing);
     GPTOSS_CUDA_TRY(cudaGetLastError());
     const int err = tile_tokens == kDecodeTileTokens
                         ? launch_experts<kDecodeTileTokens, TAct>(d, c, gate_up, down, gate_up_bias, down_bias, ws,
@@ -429,9 +429,9 @@ int run_pass(const gptoss_moe_desc& d, const MoeCall& c, const Weights& gate_up,
     if (err) return err;
     const size_t total = static_cast<size_t>(c.tokens) * d.hidden_size;
     const int blocks = static_cast<int>(std::min<size_t>((total + 255) / 256, 4096));
-    moe_combine_kernel<TAct><<<blocks, 256, 0, stream>>>(c.expert_ids, static_cast<const TAct*>(c.expert_weights),
-                                                         ws.y, c.tokens, d.top_k, d.hidden_size, d.num_experts,
-                                                         static_cast<TAct*>(c.out));
+    GPTOSS_LAUNCH(blocks, 256, 0, stream, moe_combine_kernel<TAct>)(
+        c.expert_ids, static_cast<const TAct*>(c.expert_weights), ws.y, c.tokens, d.top_k, d.hidden_size,
+        d.num_experts, static_cast<TAct*>(c.out));
     return static_cast<int>(cudaGetLastError());
 }
 

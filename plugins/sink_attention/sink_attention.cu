@@ -500,14 +500,15 @@ int launch_attention(const gptoss_attention_desc& d, AttentionParams<T> p, cudaS
         constexpr int DP = decltype(dp)::value;
         if (d.seq_len == 1) {
             const dim3 grid(p.splits * head_tiles(d), d.num_kv_heads, d.batch);
-            sink_attention_decode_kernel<T, DP><<<grid, kDecodeThreads, 0, stream>>>(p);
+            GPTOSS_LAUNCH(grid, kDecodeThreads, 0, stream, sink_attention_decode_kernel<T, DP>)(p);
             GPTOSS_CUDA_TRY(cudaGetLastError());
             if (p.splits > 1) {
-                sink_attention_decode_combine_kernel<T><<<dim3(d.num_heads, d.batch), d.head_dim, 0, stream>>>(p);
+                GPTOSS_LAUNCH(dim3(d.num_heads, d.batch), d.head_dim, 0, stream,
+                              sink_attention_decode_combine_kernel<T>)(p);
             }
         } else {
             const dim3 grid(ceil_div(d.seq_len, kPrefillQueries), d.num_heads, d.batch);
-            sink_attention_prefill_kernel<T, DP><<<grid, kPrefillThreads, 0, stream>>>(p);
+            GPTOSS_LAUNCH(grid, kPrefillThreads, 0, stream, sink_attention_prefill_kernel<T, DP>)(p);
         }
         return static_cast<int>(cudaGetLastError());
     });
@@ -540,8 +541,8 @@ int run_attention(const gptoss_attention_desc& d, const void* q, const void* k, 
     if (cache_out != cache_in) {
         GPTOSS_CUDA_TRY(cudaMemcpyAsync(cache_out, cache_in, cache_bytes, cudaMemcpyDeviceToDevice, stream));
     }
-    sink_attention_cache_update_kernel<T>
-        <<<dim3(d.seq_len, d.num_kv_heads, d.batch), kWarpSize, 0, stream>>>(p, static_cast<T*>(cache_out));
+    GPTOSS_LAUNCH(dim3(d.seq_len, d.num_kv_heads, d.batch), kWarpSize, 0, stream,
+                  sink_attention_cache_update_kernel<T>)(p, static_cast<T*>(cache_out));
     return static_cast<int>(cudaGetLastError());
 }
 
