@@ -16,7 +16,7 @@ TENSORRT_URL     := https://github.com/NVIDIA/TensorRT/archive/refs/tags/$(TENSO
 FIND_TENSORRT    := for d in "$(TENSORRT_ROOT)" "$(CURDIR)/$(TENSORRT_HEADERS)" /opt/tensorrt-oss; do \
                     [ -n "$$d" ] && [ -f "$$d/include/NvInferRuntime.h" ] && echo "$$d" && break; done
 
-.PHONY: demo test lint plugins tensorrt-headers test-kernels-asan gpu-check clean
+.PHONY: demo test lint plugins cpu-kernels tensorrt-headers test-kernels-asan gpu-check clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -51,6 +51,12 @@ plugins: tensorrt-headers
 	cmake --build $(PLUGINS) -j2
 	ctest --test-dir $(PLUGINS) --output-on-failure
 
+# Native CPU kernels (plugins/cpu): only the system C++ compiler, no CUDA.
+cpu-kernels:
+	cmake -S plugins/cpu -B build/cpu --log-level=NOTICE
+	cmake --build build/cpu -j2
+	ctest --test-dir build/cpu --output-on-failure
+
 # The kernels' CPU tests (tests/test_kernels.py) with the host kernels built under AddressSanitizer, which is
 # preloaded into Python; --capture=sys lets its report reach the terminal. Not part of `make test` (minutes).
 test-kernels-asan: $(STAMP)
@@ -72,7 +78,7 @@ gpu-check:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint plugins
+test: lint plugins cpu-kernels
 	$(VENV)/bin/pytest
 
 clean:

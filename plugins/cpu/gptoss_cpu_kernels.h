@@ -1,0 +1,58 @@
+/*
+ * gptoss-export CPU kernels: libgptoss_cpu_kernels.so implements the C ABI of gptoss_kernels.h on the host
+ * (same functions, descriptors, semantics and error codes; pointers are host pointers, `stream` is ignored) and
+ * adds the functions below, which a CPU decode step needs besides the two ops.
+ *
+ * Differences from the CUDA build: no alignment requirement; gptoss_sink_attention_workspace_size returns 0 (the
+ * workspace is unused); MoE still needs the workspace that gptoss_moe_workspace_size asks for. E8M0 scales decode
+ * exactly over their whole range (2^-127 .. 2^128).
+ * Threads: a persistent pool of GPTOSS_CPU_THREADS threads (default: the CPUs this process may run on), the
+ * calling thread included. Calls from several threads at once are serialized.
+ */
+#ifndef GPTOSS_CPU_KERNELS_H
+#define GPTOSS_CPU_KERNELS_H
+
+#include "gptoss_kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct gptoss_linear_desc {
+    int32_t num_tokens;        /* T */
+    int32_t in_features;       /* K */
+    int32_t out_features;      /* N */
+    gptoss_dtype x_dtype;      /* x [T,K]: FLOAT32, FLOAT16 or BFLOAT16 */
+    gptoss_dtype weight_dtype; /* weight [N,K]: FLOAT32, FLOAT16 or BFLOAT16 */
+    gptoss_dtype bias_dtype;   /* bias [N]: FLOAT32, FLOAT16 or BFLOAT16 (ignored when bias is NULL) */
+    gptoss_dtype y_dtype;      /* y [T,N]: FLOAT32, FLOAT16 or BFLOAT16 */
+} gptoss_linear_desc;
+
+/*
+ * y = x @ weight^T + bias, row-major and contiguous; bias may be NULL. Products and sums in float32, y rounded
+ * once. bf16 x with bf16 weights uses AVX512-BF16 dot products where the CPU has them (bf16 denormals, below
+ * 1.2e-38, then count as zero); every other combination converts exactly to float32 and uses FMA.
+ * Returns 0, or 1 (cudaErrorInvalidValue) for a bad descriptor or NULL pointer.
+ */
+int gptoss_cpu_linear(const gptoss_linear_desc* desc, const void* x, const void* weight, const void* bias, void* y);
+
+/* Threads used by every kernel (the caller included); set_num_threads(0) goes back to the default. */
+int gptoss_cpu_num_threads(void);
+void gptoss_cpu_set_num_threads(int num_threads);
+
+/*
+ * Instruction set of the kernels: "avx512" (AVX-512F, plus AVX512-BF16 dot products when present), "avx2"
+ * (AVX2 + FMA + F16C) or "scalar". The best one the CPU supports is picked at load, or $GPTOSS_CPU_ISA;
+ * set_isa returns 0, or 1 when the name is unknown or the CPU lacks it.
+ */
+const char* gptoss_cpu_isa(void);
+int gptoss_cpu_set_isa(const char* name);
+
+/* Sum of `count` floats read at full memory bandwidth on all threads: a reference for the kernels' bandwidth. */
+float gptoss_cpu_read(const float* data, size_t count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GPTOSS_CPU_KERNELS_H */
