@@ -29,8 +29,11 @@ from .progress import stage
 
 @contextlib.contextmanager
 def staged_engine_dir(out_dir: str | Path) -> Iterator[Path]:
-    """Yield a staging directory; on normal exit it replaces `out_dir` atomically, otherwise it is removed."""
+    """Yield a staging directory; on normal exit it replaces `out_dir` atomically, otherwise it is removed. A
+    symlink is followed: the directory it names is replaced, and the link keeps naming it."""
     out_dir = Path(out_dir).absolute()
+    if out_dir.is_symlink():
+        out_dir = out_dir.resolve()
     _check_replaceable(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -140,3 +140,13 @@ def test_a_directory_that_is_not_an_engine_is_never_replaced(checkpoint_factory,
     with pytest.raises(GptOssError, match=message):
         build(checkpoint_factory("demo"), out)
     assert sorted(os.listdir(out)) == sorted(existing)
+
+
+def test_a_symlinked_engine_directory_is_replaced_where_it_points(checkpoint_factory, tmp_path):
+    checkpoint = checkpoint_factory("demo")
+    target, link = tmp_path / "v1", tmp_path / "current"
+    build(checkpoint, target, BuildOptions(max_seq_len=128))
+    link.symlink_to(target)
+    build(checkpoint, link, BuildOptions(max_seq_len=64))
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert _whole_engine(link) == 64 and _leftovers(target) == [] and _leftovers(link) == []
