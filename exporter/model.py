@@ -23,7 +23,10 @@ def _empty(*shape: int, dtype: torch.dtype, device: torch.device | str) -> nn.Pa
 
 
 class Linear(nn.Module):
-    """`y = x W^T + b` with uninitialised parameters."""
+    """`y = x W^T + b` with uninitialised parameters. `matmul` computes it: a backend may set its own on an
+    instance (runtime/backends/cpu.py); the export traces the default."""
+
+    matmul = staticmethod(F.linear)
 
     def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype, device) -> None:
         super().__init__()
@@ -31,7 +34,7 @@ class Linear(nn.Module):
         self.bias = _empty(out_features, dtype=dtype, device=device) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return self.matmul(x, self.weight, self.bias)
 
 
 class Embedding(nn.Module):
@@ -60,7 +63,10 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    """Projections, RoPE and the `gptoss::sink_attention` op."""
+    """Projections, RoPE and the `gptoss::sink_attention` op (`sink_attention`: a backend may set its own
+    implementation on an instance)."""
+
+    sink_attention = ops.sink_attention
 
     def __init__(self, config: GptOssConfig, layer: int, dtype: torch.dtype, device) -> None:
         super().__init__()
@@ -84,7 +90,7 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(batch, seq_len, self.num_kv_heads, self.head_dim)
         q = rope.apply_rotary(q, cos, sin).flatten(2)
         k = rope.apply_rotary(k, cos, sin).flatten(2)
-        out, kv_cache = ops.sink_attention(
+        out, kv_cache = self.sink_attention(
             q, k, self.v_proj(x), self.sinks, kv_cache, past_len, new_len,
             self.num_heads, self.num_kv_heads, self.head_dim, self.sliding_window, self.head_dim**-0.5,
         )  # fmt: skip
@@ -92,7 +98,10 @@ class Attention(nn.Module):
 
 
 class Experts(nn.Module):
-    """Expert weights in `[out, in]` orientation: dense floats, or packed MXFP4 bytes plus scales."""
+    """Expert weights in `[out, in]` orientation: dense floats, or packed MXFP4 bytes plus scales; `moe` runs the
+    `gptoss::moe` op (a backend may set its own implementation on an instance)."""
+
+    moe = ops.moe
 
     def __init__(self, config: GptOssConfig, dtype: torch.dtype, device) -> None:
         super().__init__()
@@ -113,7 +122,7 @@ class Experts(nn.Module):
         self.down_bias = _empty(e, h, dtype=torch.float32, device=device)
 
     def forward(self, x: torch.Tensor, expert_ids: torch.Tensor, expert_weights: torch.Tensor) -> torch.Tensor:
-        return ops.moe(
+        return self.moe(
             x, expert_ids, expert_weights,
             self.gate_up_weight, self.gate_up_scales, self.gate_up_bias,
             self.down_weight, self.down_scales, self.down_bias,

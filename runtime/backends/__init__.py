@@ -10,8 +10,8 @@ from .. import contract
 from ..errors import GptOssError
 from ..manifest import Manifest
 
-BACKENDS = ("tensorrt", "tensorrt-rtx", "onnxruntime", "torch", "cuda")
-MODEL_BACKENDS = ("torch", "cuda")  # run the PyTorch model: they take a checkpoint directory too
+BACKENDS = ("tensorrt", "tensorrt-rtx", "onnxruntime", "torch", "cuda", "cpu")
+MODEL_BACKENDS = ("torch", "cuda", "cpu")  # run the PyTorch model: they take a checkpoint directory too
 
 
 class Backend(Protocol):
@@ -53,6 +53,10 @@ def open_backend(manifest: Manifest, name: str | None = None) -> Backend:
         from .cuda import CudaBackend
 
         return CudaBackend(manifest)
+    if name == "cpu":
+        from .cpu import CpuBackend
+
+        return CpuBackend(manifest)
     if manifest.target != name:
         raise GptOssError(f"{manifest.engine_dir}: built for target {manifest.target}, cannot run with backend {name}")
     from .tensorrt import TensorRTBackend
