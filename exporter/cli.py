@@ -21,8 +21,8 @@ app = typer.Typer(
 
 BackendOption = Annotated[
     str | None,
-    typer.Option(help="tensorrt, tensorrt-rtx, onnxruntime, torch or cuda (the PyTorch model on our CUDA kernels); "
-                      "default: the engine's target."),
+    typer.Option(help="tensorrt, tensorrt-rtx, onnxruntime, torch, cuda or cpu (the PyTorch model on our CUDA or "
+                      "CPU kernels); default: the engine's target."),
 ]  # fmt: skip
 _verbose = False  # --verbose: debug logs, and tracebacks of unexpected errors
 
