@@ -26,6 +26,7 @@ class Measurement:
     prefill_tok_s: float
     decode_tok_s: float
     peak_mib: float
+    limit_tok_s: float | None = None  # decode tokens/s the memory bandwidth allows (bandwidth / bytes per step)
 
 
 def _peak_mib() -> float:
@@ -39,6 +40,37 @@ def _peak_mib() -> float:
     except ImportError:
         pass
     return peak
+
+
+def memory_read_bandwidth(gib: int = 1) -> float | None:
+    """Bytes/s this machine reads from memory on all cores (best of 3 streaming reads of `gib` GiB through the CPU
+    kernels' `gptoss_cpu_read`); None when the CPU kernels are not built."""
+    import torch
+
+    from gptoss.tools.cpu_kernels import BUILD_DIR, LIBRARY_NAME, CpuKernels
+
+    if not (BUILD_DIR / LIBRARY_NAME).is_file():
+        return None
+    kernels, data = CpuKernels(BUILD_DIR / LIBRARY_NAME), torch.ones(gib << 28)
+    seconds = []
+    for _ in range(3):
+        start = time.perf_counter()
+        kernels.read(data)
+        seconds.append(time.perf_counter() - start)
+    return data.numel() * 4 / min(seconds)
+
+
+def decode_limit(engine: Engine, batch: int, cached: int, bandwidth: float) -> float:
+    """Decode tokens/s at `bandwidth` bytes/s: the bytes one step reads in the engine's precision (weights used,
+    experts selected, cache), from the model's shapes on the meta device."""
+    import torch
+
+    from gptoss.exporter.loading import empty_model
+    from gptoss.runtime.contract import precision
+    from gptoss.tools.bench_decode import step_bytes
+
+    model = empty_model(engine.config, "causal-lm", getattr(torch, precision(engine.manifest.precision).name))
+    return batch * bandwidth / step_bytes(model, engine.config, batch, cached)
 
 
 def _prompts(batch: int, prompt_len: int, vocab: int, seed: int) -> np.ndarray:
@@ -103,9 +135,12 @@ def run(
     if vs_hf and not engine.manifest.source_checkpoint:
         raise GptOssError(f"{engine_dir}: --vs-hf needs the source checkpoint recorded in the manifest")
     bench_engine(engine, 1, min(8, prompt_len), 2)  # warm-up: first-run allocations are not the engine's speed
+    bandwidth = memory_read_bandwidth() if engine.backend.name != "cuda" else None
     results = []
     for batch in batch_sizes:
         ours = bench_engine(engine, batch, prompt_len, new_tokens)
+        if bandwidth:
+            ours.limit_tok_s = decode_limit(engine, batch, prompt_len + new_tokens // 2, bandwidth)
         theirs = None
         if vs_hf:
             checkpoint = Path(engine.manifest.source_checkpoint)
@@ -125,6 +160,11 @@ def table(results: list[tuple[Measurement, Measurement | None]]) -> str:
                     f"{m.name:<14}{m.batch:>6}{m.prompt_len:>7}{m.new_tokens:>5}{m.ttft_s * 1e3:>10.1f}"
                     f"{m.prefill_tok_s:>15.1f}{m.decode_tok_s:>14.1f}{m.peak_mib:>10.0f}"
                 )
+        if ours.limit_tok_s:
+            lines.append(
+                f"{'  limit':<14}{'':>43}{ours.limit_tok_s:>14.1f}   (memory bandwidth; decode at "
+                f"{ours.decode_tok_s / ours.limit_tok_s:.0%} of it)"
+            )
         if theirs is not None:
             ttft = theirs.ttft_s / ours.ttft_s
             prefill = ours.prefill_tok_s / theirs.prefill_tok_s

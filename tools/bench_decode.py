@@ -84,11 +84,12 @@ def step_bytes(model: Any, config: GptOssConfig, batch: int, cached: int) -> flo
     experts, top_k = config.num_local_experts, config.num_experts_per_tok
     touched = experts * (1 - (1 - top_k / experts) ** batch)  # expected distinct experts per layer
     per_expert = expert / (config.num_hidden_layers * experts)
+    elem = model.model.embed_tokens.weight.element_size()  # activations and caches are in the model's dtype
     cache = sum(
-        2 * config.num_key_value_heads * min(cached, config.window_of(i) or cached) * config.head_dim * 2
+        2 * config.num_key_value_heads * min(cached, config.window_of(i) or cached) * config.head_dim * elem
         for i in range(config.num_hidden_layers)
     )
-    return dense + config.num_hidden_layers * touched * per_expert + batch * (cache + config.hidden_size * 2)
+    return dense + config.num_hidden_layers * touched * per_expert + batch * (cache + config.hidden_size * elem)
 
 
 def run(preset: str, layers: int | None, batches: list[int], prompt_len: int, new_tokens: int) -> list[DecodeResult]:
