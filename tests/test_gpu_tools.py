@@ -76,8 +76,8 @@ print(json.dumps({"tokens": tokens, "hf_tokens": hf_greedy(hf, torch.tensor([pro
 
 def test_cuda_backend_routing_runs_the_kernel_source_on_cpu(checkpoint_factory):
     """The cuda backend's path (ops routed to the kernel library, caches updated in place) on CPU tensors, where
-    tools/kernels.py runs the host build of the same .cu source: the whole demo model against Hugging Face. Run in a
-    subprocess because routing the ops is process-wide."""
+    tools/kernels.py runs the host build of the same .cu source: the whole demo model against Hugging Face (in a
+    subprocess, so that nothing it loads changes the test process)."""
     checkpoint = checkpoint_factory("demo", expert_format="mxfp4")
     prompt = [5, 17, 300, 42, 9, 77, 12, 480, 33, 21, 8, 64, 100, 3, 250, 19, 7, 90]  # longer than the window of 16
     result = subprocess.run([sys.executable, "-c", ROUTED_MODEL, str(checkpoint), json.dumps(prompt)],

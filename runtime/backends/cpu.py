@@ -1,8 +1,8 @@
 """CPU backend: the PyTorch model on the CPU with its two ops, and its bf16 linears of a few tokens, run by the
 native CPU kernels (`libgptoss_cpu_kernels.so`, `make cpu-kernels`).
 
-Only this backend's own model is routed (the modules' `sink_attention`, `moe` and `matmul`), so the reference ops
-stay what every other user of the PyTorch model runs. The caches are updated in place. Larger linears (prefill) stay
+Only this backend's own model is routed (routing.py), so the reference ops stay what every other user of the
+PyTorch model runs. The caches are updated in place. Larger linears (prefill) stay
 with torch, whose bf16 matrix multiply is faster there; small ones (decode) are memory-bound, where ours reads the
 weights at the machine's bandwidth. It takes an engine directory (and loads its source checkpoint) or a checkpoint.
 """
@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import GptOssError
 from ..manifest import Manifest
+from .routing import route_ops
 from .torch import TorchBackend
 
 SMALL_LINEAR_TOKENS = 4  # up to this many tokens our bf16 linear beats torch's matrix multiply on this kind of CPU
@@ -31,25 +32,8 @@ class CpuBackend(TorchBackend):
         if not library.is_file():
             raise GptOssError(f"{library}: not built; the cpu backend needs `make cpu-kernels`")
         super().__init__(manifest, device="cpu", model=model)
-        route_to_kernels(self.graph, CpuKernels(library))
-
-
-def route_to_kernels(model: Any, kernels: Any) -> None:
-    """Make `model`'s attention and MoE modules, and its bf16 linears, call `kernels` (a `CpuKernels`)."""
-    from gptoss.exporter.model import Attention, Experts, Linear
-
-    for module in model.modules():
-        if isinstance(module, Attention):
-            module.sink_attention = partial(_attention_in_place, kernels)
-        elif isinstance(module, Experts):
-            module.moe = kernels.moe
-        elif isinstance(module, Linear) and module.weight.dtype == _bfloat16():
-            module.matmul = partial(_linear, kernels)
-
-
-def _attention_in_place(kernels: Any, q: Any, k: Any, v: Any, sinks: Any, kv_cache: Any, *rest: Any) -> tuple:
-    return kernels.sink_attention(q.contiguous(), k.contiguous(), v.contiguous(), sinks, kv_cache, *rest,
-                                  kv_cache_out=kv_cache)  # fmt: skip
+        kernels = CpuKernels(library)
+        route_ops(self.graph, kernels.sink_attention, kernels.moe, partial(_linear, kernels))
 
 
 def _linear(kernels: Any, x: Any, weight: Any, bias: Any) -> Any:
@@ -58,9 +42,3 @@ def _linear(kernels: Any, x: Any, weight: Any, bias: Any) -> Any:
     if x.numel() // x.shape[-1] > SMALL_LINEAR_TOKENS:
         return torch.nn.functional.linear(x, weight, bias)
     return kernels.linear(x.contiguous(), weight, bias)
-
-
-def _bfloat16() -> Any:
-    import torch
-
-    return torch.bfloat16

@@ -1,10 +1,12 @@
 """CUDA backend: the PyTorch model on a GPU whose two ops run the project's kernels, without TensorRT.
 
-`gptoss::sink_attention` and `gptoss::moe` on CUDA tensors are routed to `libgptoss_kernels.so` (the library the
-TensorRT plugins link, through `gptoss.tools.kernels`), so a whole model runs on the very kernels an engine runs,
-and can be compared with Hugging Face and timed where TensorRT is not installed. Decode steps (one token per
-row) replay a CUDA graph captured when the caches are allocated; prefill steps run eagerly. It takes an engine directory
-(and loads its source checkpoint) or a checkpoint directory, like the torch backend.
+The model's two ops are routed to `libgptoss_kernels.so` (the library the TensorRT plugins link, through
+`gptoss.tools.kernels`), for this model alone and with the caches updated in place (routing.py). A whole model thus
+runs on the very kernels an engine runs, and can be compared with Hugging Face and timed where TensorRT is not
+installed. On CPU tensors `gptoss.tools.kernels` runs the host build of the same kernels, which is how the tests
+check this path. Decode steps (one token per row) replay a CUDA graph captured when the caches are allocated;
+prefill steps run eagerly. It takes an engine directory (and loads its source checkpoint) or a checkpoint
+directory, like the torch backend.
 """
 
 from __future__ import annotations
@@ -15,31 +17,8 @@ import numpy as np
 
 from ..errors import GptOssError
 from ..manifest import Manifest
+from .routing import route_ops
 from .torch import TorchBackend
-
-_ROUTED: set[str] = set()
-
-
-def use_kernels(device_type: str = "cuda") -> None:
-    """From now on, in this process, the two gptoss ops on `device_type` tensors run the kernel library ("cpu"
-    with the host build of the kernels, for tests); the reference implementation stays for other devices."""
-    if device_type in _ROUTED:
-        return
-    from gptoss.exporter import ops
-    from gptoss.tools import kernels
-
-    for op, kernel in ((ops.sink_attention, kernels.sink_attention), (ops.moe, kernels.moe)):
-        op.register_kernel(device_type)(_contiguous_call(kernel))
-    _ROUTED.add(device_type)
-
-
-def _contiguous_call(kernel: Any) -> Any:
-    """The kernel called like the op, with its tensor arguments made contiguous (the C ABI takes dense arrays)."""
-
-    def call(*args: Any) -> Any:
-        return kernel(*(a.contiguous() if hasattr(a, "contiguous") else a for a in args))
-
-    return call
 
 
 class CudaBackend(TorchBackend):
@@ -50,10 +29,12 @@ class CudaBackend(TorchBackend):
     def __init__(self, manifest: Manifest, device: str = "cuda", model: Any = None) -> None:
         import torch
 
+        from gptoss.tools import kernels
+
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise GptOssError("the cuda backend needs an NVIDIA GPU, and torch sees none")
-        use_kernels(torch.device(device).type)
         super().__init__(manifest, device=device, model=model)
+        route_ops(self.graph, kernels.sink_attention, kernels.moe)
         self._decode: _DecodeGraph | None = None
 
     def allocate(self, batch: int, max_seq_len: int) -> None:
@@ -66,13 +47,7 @@ class CudaBackend(TorchBackend):
     def step(self, input_ids: np.ndarray, past_len: np.ndarray, new_len: np.ndarray) -> np.ndarray:
         if input_ids.shape[1] == 1 and self._decode is not None:
             return self._decode.run(input_ids, past_len, new_len)
-        torch = self._torch
-        ids, past, new = self._inputs(input_ids, past_len, new_len)
-        with torch.no_grad():
-            outputs, *caches = self.graph(ids, past, new, self._caches)
-            for cache, updated in zip(self._caches, caches, strict=True):
-                cache.copy_(updated)  # in place: a captured graph holds these addresses
-        return outputs.float().cpu().numpy()
+        return super().step(input_ids, past_len, new_len)  # the caches, updated in place, keep their addresses
 
 
 class _DecodeGraph:
@@ -94,10 +69,7 @@ class _DecodeGraph:
             self._outputs = self._run_once(graph, caches)
 
     def _run_once(self, graph: Any, caches: list) -> Any:
-        outputs, *updated = graph(self._ids, self._past, self._new, caches)
-        for cache, new in zip(caches, updated, strict=True):
-            cache.copy_(new)
-        return outputs
+        return graph(self._ids, self._past, self._new, caches)[0]  # the caches are updated in place
 
     def run(self, input_ids: np.ndarray, past_len: np.ndarray, new_len: np.ndarray) -> np.ndarray:
         import torch
