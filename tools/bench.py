@@ -15,6 +15,8 @@ import numpy as np
 
 from gptoss.runtime import Engine, GptOssError
 
+HOST_BACKENDS = ("onnxruntime", "torch", "cpu")  # run on the CPU: the host's memory bandwidth bounds them
+
 
 @dataclass
 class Measurement:
@@ -135,7 +137,7 @@ def run(
     if vs_hf and not engine.manifest.source_checkpoint:
         raise GptOssError(f"{engine_dir}: --vs-hf needs the source checkpoint recorded in the manifest")
     bench_engine(engine, 1, min(8, prompt_len), 2)  # warm-up: first-run allocations are not the engine's speed
-    bandwidth = memory_read_bandwidth() if engine.backend.name != "cuda" else None
+    bandwidth = memory_read_bandwidth() if engine.backend.name in HOST_BACKENDS else None
     results = []
     for batch in batch_sizes:
         ours = bench_engine(engine, batch, prompt_len, new_tokens)
