@@ -14,6 +14,8 @@ from gptoss.runtime.files import read_json
 
 SLIDING = "sliding_attention"
 FULL = "full_attention"
+# Hugging Face's `problem_type` of a sequence classifier: which loss its labels get (None: inferred from them).
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,9 @@ class GptOssConfig:
     eos_token_ids: tuple[int, ...] = ()
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     id2label: dict[int, str] = field(default_factory=dict)
+    problem_type: str | None = None  # one of PROBLEM_TYPES
+    router_aux_loss_coef: float = 0.001  # weight of the load-balancing loss in the causal-LM loss (HF's default)
+    output_router_logits: bool = False  # forward's default for `output_router_logits`
 
     @property
     def num_labels(self) -> int:
@@ -154,6 +159,9 @@ def parse_config(raw: dict[str, Any], source: str = "config.json") -> GptOssConf
         eos_token_ids=reader.token_list("eos_token_id"),
         quantization=_parse_quantization(raw, source),
         id2label=_parse_labels(raw, source),
+        problem_type=raw.get("problem_type"),
+        router_aux_loss_coef=reader.finite("router_aux_loss_coef", 0.001),
+        output_router_logits=bool(raw.get("output_router_logits", False)),
     )
     validate(config, source)
     return config
@@ -222,6 +230,8 @@ def validate(config: GptOssConfig, source: str = "config") -> None:
     for token in c.eos_token_ids:
         if not 0 <= token < c.vocab_size:
             fail(f"eos_token_id {token} is outside the vocabulary (size {c.vocab_size})")
+    if c.problem_type is not None and c.problem_type not in PROBLEM_TYPES:
+        fail(f"problem_type {c.problem_type!r} is not supported, expected one of {', '.join(PROBLEM_TYPES)} or null")
     rope = c.rope
     if rope.rope_type not in ("yarn", "default"):
         fail(f"rope type {rope.rope_type!r} is not supported, expected 'yarn' or 'default'")
@@ -252,6 +262,7 @@ _TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "bool": (lambda v: type(v) is bool, "true or false"),
     "str": (lambda v: type(v) is str, "a string"),
     "int | None": (lambda v: v is None or is_int32(v), "an int32 integer or null"),
+    "str | None": (lambda v: v is None or type(v) is str, "a string or null"),
     "float | None": (lambda v: v is None or _is_number(v), "a finite float32 number or null"),
     "tuple[int, ...]": (lambda v: all(map(is_int32, v)), "a list of int32 integers"),
     "tuple[str, ...]": (lambda v: all(type(x) is str for x in v), "a list of strings"),

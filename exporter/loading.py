@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from gptoss.runtime.contract import HEADS
+from gptoss.runtime.contract import BARE_MODEL, HEADS
 
 from .checkpoint import Checkpoint, TensorSpec, expert_specs, head_specs, layer_specs
 from .config import GptOssConfig, load_config
@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 # Expert weights are `[E, in, out]` in the Hugging Face float layout and `[E, out, in]` in ours.
 _TRANSPOSED = ("gate_up_weight", "down_weight")
+_DECODER = "model."  # checkpoint names of the decoder (embeddings, layers, final norm) start with it
 
 
 def load_model(
@@ -30,8 +31,9 @@ def load_model(
 ) -> GptOssWithHead:
     """Load a Hugging Face GPT-OSS checkpoint (bf16/fp32 or MXFP4 experts) as an eval-mode module.
 
-    `head` is one of `causal-lm`, `sequence-classification`, `token-classification`. MXFP4 experts stay
-    packed in memory and are dequantized on the fly by the `gptoss::moe` op.
+    `head` is one of `causal-lm`, `sequence-classification`, `token-classification`, or `model` (no head: the last
+    hidden states, from any GPT-OSS checkpoint's `model.*` tensors). MXFP4 experts stay packed in memory and are
+    dequantized on the fly by the `gptoss::moe` op.
     """
     model = empty_model(load_config(path), head, dtype, device, source=Path(path) / "config.json")
     checkpoint = Checkpoint(path)
@@ -60,7 +62,7 @@ class WeightSource:
 
 def weight_sources(config: GptOssConfig, head: str) -> dict[str, WeightSource]:
     """The source of every parameter of the model with `head`, keyed by parameter name, in checkpoint order."""
-    sources = {name: WeightSource(spec) for name, spec in head_specs(config, head).items()}
+    sources = {name: WeightSource(spec) for name, spec in _outer_specs(config, head).items()}
     for layer in range(config.num_hidden_layers):
         prefix = f"model.layers.{layer}."
         sources |= {prefix + name: WeightSource(spec) for name, spec in layer_specs(config, layer).items()}
@@ -68,6 +70,14 @@ def weight_sources(config: GptOssConfig, head: str) -> dict[str, WeightSource]:
             transpose = role in _TRANSPOSED and not config.is_mxfp4
             sources[f"{prefix}mlp.experts.{role}"] = WeightSource(spec, transpose)
     return sources
+
+
+def _outer_specs(config: GptOssConfig, head: str) -> dict[str, TensorSpec]:
+    """The checkpoint tensors outside the decoder layers that the model with `head` reads: the bare model reads the
+    decoder's (`model.*`) of a causal-LM checkpoint and no head."""
+    if head != BARE_MODEL:
+        return head_specs(config, head)
+    return {name: spec for name, spec in head_specs(config, "causal-lm").items() if name.startswith(_DECODER)}
 
 
 def empty_model(
@@ -83,7 +93,7 @@ def empty_model(
         raise ConfigError(f"unknown head {head!r}, expected one of {', '.join(HEADS)}")
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ConfigError(f"unsupported dtype {dtype}, expected torch.float32, torch.bfloat16 or torch.float16")
-    if head != "causal-lm" and not config.num_labels:
+    if head not in ("causal-lm", BARE_MODEL) and not config.num_labels:
         raise ConfigError(f"{source}: head {head!r} needs id2label or num_labels")
     return MODEL_CLASSES[head](config, dtype=dtype, device=device).eval()
 

@@ -2,11 +2,15 @@
 
 Every forward runs through the KV-cache contract (docs/graph-contract.md): `step(input_ids, past_len, new_len,
 kv_caches)` processes `S` new tokens per row (rows right-padded, `new_len` valid) after `past_len`
-cached ones. The Hugging Face-like `forward(input_ids, attention_mask)` is a step from an empty cache.
+cached ones. The Hugging Face-like `forward(input_ids, attention_mask, ...)` is a step from an empty cache, with
+Hugging Face's losses, hidden states and router logits on request.
 Parameters are allocated uninitialised: every value comes from a checkpoint (see `loading.py`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -14,7 +18,7 @@ from torch.nn import functional as F
 
 from gptoss.runtime import contract
 
-from . import ops, rope
+from . import losses, ops, rope
 from .config import GptOssConfig
 
 
@@ -130,6 +134,13 @@ class Experts(nn.Module):
         )  # fmt: skip
 
 
+class Routing(NamedTuple):
+    """How one MoE layer routed its `T = B·S` tokens."""
+
+    logits: torch.Tensor  # [T, E]: the router's logits over every expert
+    expert_ids: torch.Tensor  # [T, k] int32: the experts chosen, best first
+
+
 class MoE(nn.Module):
     """Router (linear + bias, top-k, softmax over the k selected logits) in plain ops, then the experts."""
 
@@ -139,11 +150,13 @@ class MoE(nn.Module):
         self.router = Linear(config.hidden_size, config.num_local_experts, True, dtype, device)
         self.experts = Experts(config, dtype, device)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Routing]:
         tokens = x.reshape(-1, x.shape[-1])
-        top_logits, expert_ids = torch.topk(self.router(tokens), self.top_k, dim=-1)
+        logits = self.router(tokens)
+        top_logits, expert_ids = torch.topk(logits, self.top_k, dim=-1)
         expert_weights = torch.softmax(top_logits, dim=-1)
-        return self.experts(tokens, expert_ids.to(torch.int32), expert_weights).view_as(x)
+        expert_ids = expert_ids.to(torch.int32)
+        return self.experts(tokens, expert_ids, expert_weights).view_as(x), Routing(logits, expert_ids)
 
 
 class DecoderLayer(nn.Module):
@@ -154,14 +167,24 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, device)
         self.mlp = MoE(config, dtype, device)
 
-    def forward(self, h, cos, sin, kv_cache, past_len, new_len) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, h, cos, sin, kv_cache, past_len, new_len) -> tuple[torch.Tensor, torch.Tensor, Routing]:
         attn, kv_cache = self.self_attn(self.input_layernorm(h), cos, sin, kv_cache, past_len, new_len)
         h = h + attn
-        return h + self.mlp(self.post_attention_layernorm(h)), kv_cache
+        moe, routing = self.mlp(self.post_attention_layernorm(h))
+        return h + moe, kv_cache, routing
+
+
+class DecoderOutput(NamedTuple):
+    """One cache step of the decoder."""
+
+    last_hidden_state: torch.Tensor  # [B,S,H], after the final norm
+    kv_caches: list[torch.Tensor]
+    layer_states: list[torch.Tensor]  # with `collect`: the embeddings, then each layer's output (L + 1)
+    routings: list[Routing]  # with `collect`: each layer's routing
 
 
 class GptOssModel(nn.Module):
-    """Embedding, decoder layers and final norm; returns normed hidden states and updated caches."""
+    """Embedding, decoder layers and final norm: one cache step (`DecoderOutput`)."""
 
     def __init__(self, config: GptOssConfig, dtype: torch.dtype, device) -> None:
         super().__init__()
@@ -178,16 +201,24 @@ class GptOssModel(nn.Module):
         """Buffers computed from the config rather than read from a checkpoint, on the CPU."""
         return {"inv_freq": rope.yarn_inv_freq(config.rope, config.head_dim)[0]}
 
-    def forward(self, input_ids, past_len, new_len, kv_caches) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self, input_ids, past_len, new_len, kv_caches, position_ids: torch.Tensor | None = None, collect: bool = False
+    ) -> DecoderOutput:
+        """`S` new tokens per row after `past_len` cached ones. RoPE takes `position_ids` `[B|1, S]` when given (as
+        Hugging Face does), else each token's place in its row. `collect` keeps every layer's output and routing."""
         h = self.embed_tokens(input_ids)
-        steps = torch.arange(input_ids.shape[1], device=input_ids.device)
-        positions = past_len.to(torch.int64).unsqueeze(-1) + steps
-        cos, sin = rope.cos_sin(positions, self.inv_freq, self.rope_scale, h.dtype)
-        new_caches = []
+        if position_ids is None:
+            steps = torch.arange(input_ids.shape[1], device=input_ids.device)
+            position_ids = past_len.to(torch.int64).unsqueeze(-1) + steps
+        cos, sin = rope.cos_sin(position_ids, self.inv_freq, self.rope_scale, h.dtype)
+        new_caches, states, routings = [], [h] if collect else [], []
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            h, kv_cache = layer(h, cos, sin, kv_cache, past_len, new_len)
+            h, kv_cache, routing = layer(h, cos, sin, kv_cache, past_len, new_len)
             new_caches.append(kv_cache)
-        return self.norm(h), new_caches
+            if collect:
+                states.append(h)
+                routings.append(routing)
+        return DecoderOutput(self.norm(h), new_caches, states, routings)
 
     def allocate_kv_caches(self, batch: int, max_seq_len: int) -> list[torch.Tensor]:
         """Zeroed caches `[B,2,Hkv,C,D]`: C = max_seq_len for full layers, the window for sliding ones."""
@@ -211,10 +242,35 @@ def lengths_from_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | No
     return lengths
 
 
+@dataclass
+class ModelOutput:
+    """What `forward` returns when asked for more than the head's output; fields as Hugging Face names them."""
+
+    logits: torch.Tensor | None = None  # the head's output (the bare model's is `last_hidden_state`)
+    last_hidden_state: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None  # causal LM with router logits: the load-balancing loss
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings, each later layer's input, the normed last
+    router_logits: tuple[torch.Tensor, ...] | None = None  # per layer, `[B·S, E]`
+
+
+def keep_positions(hidden: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
+    """Hugging Face's `logits_to_keep`: an int keeps the last n positions (0: all), a 1-D tensor those positions,
+    a 2-D integer tensor those positions per row, a 2-D boolean mask its positions (flattened to `[n, H]`)."""
+    if isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.ndim == 2:
+        if logits_to_keep.dtype == torch.bool:
+            return hidden[logits_to_keep]
+        return torch.take_along_dim(hidden, logits_to_keep[..., None], dim=1)
+    if isinstance(logits_to_keep, int):
+        logits_to_keep = slice(-logits_to_keep, None)
+    return hidden[:, logits_to_keep, :]
+
+
 class GptOssWithHead(nn.Module):
-    """Decoder plus an output head; subclasses name the head and implement `project`."""
+    """Decoder plus an output head; subclasses name the head and implement `project` (and `loss` if it has one)."""
 
     head: str
+    output_field = "logits"  # the `ModelOutput` field of the head's output
 
     def __init__(self, config: GptOssConfig, dtype: torch.dtype = torch.float32, device="cpu") -> None:
         super().__init__()
@@ -233,21 +289,54 @@ class GptOssWithHead(nn.Module):
         """The decoder's computed buffers by their name in this module."""
         return {f"model.{name}": value for name, value in GptOssModel.computed_buffers(self.config).items()}
 
-    def hidden_states(self, input_ids, past_len, new_len, kv_caches) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Run `S` new tokens per row through the decoder; returns normed hidden states and new caches."""
-        return self.model(input_ids, past_len, new_len, kv_caches)
-
     def step(self, input_ids, past_len, new_len, kv_caches) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run `S` new tokens per row through the cache; returns per-position outputs and new caches."""
-        hidden, kv_caches = self.hidden_states(input_ids, past_len, new_len, kv_caches)
-        return self.project(hidden), kv_caches
+        decoded = self.model(input_ids, past_len, new_len, kv_caches)
+        return self.project(decoded.last_hidden_state), decoded.kv_caches
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-position outputs with no cache, like Hugging Face (right-padded `attention_mask`)."""
+    def head_output(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """`forward`'s output from the last hidden states: the head at every position."""
+        return self.project(hidden)
+
+    def loss(self, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The head's loss against `labels`, as Hugging Face computes it."""
+        raise ValueError(f"labels: the {self.head} model has no loss")
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_router_logits: bool | None = None,
+        return_dict: bool = False,
+        **head_options: Any,
+    ) -> torch.Tensor | ModelOutput:
+        """Per-position outputs with no cache, like Hugging Face (right-padded `attention_mask`).
+
+        Returns the head's output, or a `ModelOutput` when `return_dict`, `labels`, `output_hidden_states` or
+        `output_router_logits` (default: the config's) ask for more: the loss as Hugging Face computes it for this
+        head, the hidden states (the embeddings, each later layer's input, the last normed) and each layer's
+        router logits. `position_ids` `[B|1, S]` replace the positions RoPE sees, as in Hugging Face."""
+        if output_router_logits is None:
+            output_router_logits = self.config.output_router_logits
+        details = return_dict or labels is not None or output_hidden_states or output_router_logits
         new_len = lengths_from_mask(input_ids, attention_mask)
-        past_len = torch.zeros_like(new_len)
         caches = self.allocate_kv_caches(input_ids.shape[0], input_ids.shape[1])
-        return self.step(input_ids, past_len, new_len, caches)[0]
+        decoded = self.model(input_ids, torch.zeros_like(new_len), new_len, caches, position_ids, collect=details)
+        output = self.head_output(decoded.last_hidden_state, input_ids, **head_options)
+        if not details:
+            return output
+        result = ModelOutput(**{self.output_field: output})
+        if labels is not None:
+            result.loss = self.loss(output, labels)
+        if output_hidden_states:
+            result.hidden_states = (*decoded.layer_states[:-1], decoded.last_hidden_state)
+        if output_router_logits:
+            result.router_logits = tuple(routing.logits for routing in decoded.routings)
+        return result
 
 
 class GptOssForCausalLM(GptOssWithHead):
@@ -261,6 +350,24 @@ class GptOssForCausalLM(GptOssWithHead):
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)
+
+    def head_output(self, hidden: torch.Tensor, input_ids: torch.Tensor, logits_to_keep: int | torch.Tensor = 0):
+        """Logits at the positions `logits_to_keep` selects (`keep_positions`; 0: all)."""
+        return self.lm_head(keep_positions(hidden, logits_to_keep))
+
+    def loss(self, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return losses.causal_lm(output, labels)
+
+    def forward(self, input_ids, attention_mask=None, **options: Any) -> torch.Tensor | ModelOutput:
+        """As `GptOssWithHead.forward`, plus `logits_to_keep`, and with router logits the load-balancing `aux_loss`,
+        added to the loss times the config's `router_aux_loss_coef`, as Hugging Face does."""
+        result = super().forward(input_ids, attention_mask, **options)
+        if isinstance(result, ModelOutput) and result.router_logits is not None:
+            top_k = self.config.num_experts_per_tok
+            result.aux_loss = losses.load_balancing(result.router_logits, top_k, attention_mask)
+            if result.loss is not None:
+                result.loss = result.loss + self.config.router_aux_loss_coef * result.aux_loss
+        return result
 
     @torch.no_grad()
     def generate_greedy(self, input_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
@@ -290,14 +397,17 @@ class GptOssForSequenceClassification(GptOssWithHead):
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.score(hidden)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        scores = super().forward(input_ids, attention_mask)
+    def head_output(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        scores = self.project(hidden)
         if self.config.pad_token_id is None:
             last = torch.full_like(input_ids[:, 0], input_ids.shape[1] - 1)
         else:
             steps = torch.arange(input_ids.shape[1], device=input_ids.device)
             last = (steps * (input_ids != self.config.pad_token_id)).argmax(-1)
         return scores[torch.arange(input_ids.shape[0]), last]
+
+    def loss(self, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return losses.sequence_classification(output, labels, self.config.problem_type)
 
 
 class GptOssForTokenClassification(GptOssWithHead):
@@ -312,32 +422,55 @@ class GptOssForTokenClassification(GptOssWithHead):
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.score(hidden)
 
+    def loss(self, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return losses.token_classification(output, labels)
+
+
+class GptOssBareModel(GptOssWithHead):
+    """The model without a head, like Hugging Face's `GptOssModel`: the last hidden state of every position, after
+    the final norm (features or embeddings for other models)."""
+
+    head = contract.BARE_MODEL
+    output_field = "last_hidden_state"
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
 
 STEP_GRAPH_PREFIX = "model."  # StepGraph holds the model as `.model`: the prefix of its parameter names
 
 
 class StepGraph(nn.Module):
-    """One cache step with outputs reduced as the graph contract says: the head at each row's last valid token,
-    or at every position for all-positions and token-classification models. This is what the ONNX export traces
-    and what the PyTorch runtime backend runs."""
+    """One cache step with outputs as the graph contract says: the head at each row's last valid token, or at
+    every position for all-positions, token-classification and bare models; then the caches, then the accuracy
+    outputs asked for (`contract.ACCURACY_OUTPUTS`: each layer's expert ids `[B,S,k]`, each layer's output
+    `[B,S,H]`). This is what the ONNX export traces and what the PyTorch runtime backend runs."""
 
-    def __init__(self, model: GptOssWithHead, all_positions: bool) -> None:
+    def __init__(self, model: GptOssWithHead, all_positions: bool, accuracy_outputs: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.model = model
         self.per_token = contract.outputs_every_position(model.head, all_positions)
+        self.accuracy_outputs = contract.accuracy_kinds(accuracy_outputs)
 
     def allocate_kv_caches(self, batch: int, max_seq_len: int) -> list[torch.Tensor]:
         return self.model.allocate_kv_caches(batch, max_seq_len)
 
     def forward(self, input_ids, past_len, new_len, kv_caches):
-        hidden, kv_caches = self.model.hidden_states(input_ids, past_len, new_len, kv_caches)
+        decoded = self.model.model(input_ids, past_len, new_len, kv_caches, collect=bool(self.accuracy_outputs))
+        hidden = decoded.last_hidden_state
         if not self.per_token:
             last = (new_len.to(torch.int64) - 1).clamp(min=0)
             index = last.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
             hidden = hidden.gather(1, index).squeeze(1)
-        return self.model.project(hidden), *kv_caches
+        extra = []
+        if contract.ROUTER in self.accuracy_outputs:
+            extra += [routing.expert_ids.view(*input_ids.shape, -1) for routing in decoded.routings]
+        if contract.LAYER_HIDDEN in self.accuracy_outputs:
+            extra += decoded.layer_states[1:]
+        return self.model.project(hidden), *decoded.kv_caches, *extra
 
 
 MODEL_CLASSES = {
-    cls.head: cls for cls in (GptOssForCausalLM, GptOssForSequenceClassification, GptOssForTokenClassification)
+    cls.head: cls
+    for cls in (GptOssForCausalLM, GptOssForSequenceClassification, GptOssForTokenClassification, GptOssBareModel)
 }

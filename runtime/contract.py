@@ -7,8 +7,10 @@ side turns into its own type (`getattr(torch, precision.torch)`, `onnx.TensorPro
 One graph serves prefill and decode: `input_ids [B,S]`, `past_len [B]`, `new_len [B]` (rows right-padded to S,
 `new_len` tokens valid, after `past_len` cached ones) and one `kv_cache.{i} [B,2,Hkv,C,D]` per layer, where C is
 the window on sliding layers (a ring) and `max_seq_len` on full ones. Outputs: the head's output at each row's last
-valid token (`logits [B,V]`, `scores [B,labels]`), or at every position for token classification and
-all-positions builds, then `kv_cache_out.{i}`.
+valid token (`logits [B,V]`, `scores [B,labels]`), or at every position for token classification, the bare model
+(`hidden_states [B,S,H]`) and all-positions builds, then `kv_cache_out.{i}`. Accuracy builds add per-layer outputs
+after those: the router's top-k expert ids (`router_topk.{i} [B,S,k]`) and each layer's output
+(`layer_output.{i} [B,S,H]`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ if TYPE_CHECKING:
     from gptoss.exporter.config import GptOssConfig
 
 CONTRACT_VERSION = 1
-HEADS = ("causal-lm", "sequence-classification", "token-classification")
+BARE_MODEL = "model"  # the head-less model: its output is the last hidden state (normed) of every position
+HEADS = ("causal-lm", "sequence-classification", "token-classification", BARE_MODEL)
+# Optional per-layer outputs of an accuracy build (`build --accuracy-outputs`), in graph order.
+ROUTER, LAYER_HIDDEN = "router", "hidden"
+ACCURACY_OUTPUTS = (ROUTER, LAYER_HIDDEN)
 
 # Symbolic dimensions of the contract's shapes.
 BATCH, SEQ_LEN, MAX_SEQ_LEN = "batch", "seq_len", "max_seq_len"
@@ -97,13 +103,32 @@ def cache_output(layer: int) -> str:
 
 
 def output_name(head: str) -> str:
-    """The head's output: `logits` for the language model, `scores` for the classifiers."""
-    return "logits" if head == "causal-lm" else "scores"
+    """The head's output: `logits` for the language model, `hidden_states` for the bare model, `scores` for the
+    classifiers."""
+    return {"causal-lm": "logits", BARE_MODEL: "hidden_states"}.get(head, "scores")
 
 
 def outputs_every_position(head: str, all_positions: bool) -> bool:
     """Whether the graph outputs every position (`[B,S,...]`) rather than each row's last valid token."""
-    return all_positions or head == "token-classification"
+    return all_positions or head in ("token-classification", BARE_MODEL)
+
+
+def router_output(layer: int) -> str:
+    """Accuracy output: the experts layer `layer` routes each token to, `[B,S,k]` int32."""
+    return f"router_topk.{layer}"
+
+
+def layer_output(layer: int) -> str:
+    """Accuracy output: the hidden state layer `layer` outputs (before the final norm), `[B,S,H]`."""
+    return f"layer_output.{layer}"
+
+
+def accuracy_kinds(kinds: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """`kinds` checked against ACCURACY_OUTPUTS and put in graph order, or an error naming the option."""
+    unknown = [kind for kind in kinds if kind not in ACCURACY_OUTPUTS]
+    if unknown:
+        raise ConfigError(f"--accuracy-outputs {unknown[0]!r} is unknown, expected {' or '.join(ACCURACY_OUTPUTS)}")
+    return tuple(kind for kind in ACCURACY_OUTPUTS if kind in kinds)
 
 
 def input_names(num_layers: int) -> list[str]:
@@ -148,11 +173,13 @@ class GraphIO:
         )
 
 
-def graph_io(config: GptOssConfig, head: str, all_positions: bool, precision_name: str) -> GraphIO:
-    """The I/O of the graph built from `config` with this head, output mode and precision."""
+def graph_io(
+    config: GptOssConfig, head: str, all_positions: bool, precision_name: str, accuracy_outputs: tuple[str, ...] = ()
+) -> GraphIO:
+    """The I/O of the graph built from `config` with this head, output mode, precision and accuracy outputs."""
     c = config
     dtype = precision(precision_name).name
-    width = c.vocab_size if head == "causal-lm" else c.num_labels
+    width = {"causal-lm": c.vocab_size, BARE_MODEL: c.hidden_size}.get(head, c.num_labels)
     out_shape = (BATCH, SEQ_LEN, width) if outputs_every_position(head, all_positions) else (BATCH, width)
     caches = [
         TensorSpec((BATCH, 2, c.num_key_value_heads, c.window_of(i) or MAX_SEQ_LEN, c.head_dim), dtype)
@@ -166,4 +193,9 @@ def graph_io(config: GptOssConfig, head: str, all_positions: bool, precision_nam
     inputs |= {cache_input(i): spec for i, spec in enumerate(caches)}
     outputs = {output_name(head): TensorSpec(out_shape, dtype)}
     outputs |= {cache_output(i): spec for i, spec in enumerate(caches)}
+    layers = range(c.num_hidden_layers)
+    if ROUTER in accuracy_outputs:
+        outputs |= {router_output(i): TensorSpec((BATCH, SEQ_LEN, c.num_experts_per_tok), INDEX_DTYPE) for i in layers}
+    if LAYER_HIDDEN in accuracy_outputs:
+        outputs |= {layer_output(i): TensorSpec((BATCH, SEQ_LEN, c.hidden_size), dtype) for i in layers}
     return GraphIO(inputs, outputs)

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from gptoss.exporter.config import GptOssConfig, is_int32
 
-from .contract import CONTRACT_VERSION, HEADS, PRECISIONS, GraphIO, graph_io
+from .contract import ACCURACY_OUTPUTS, CONTRACT_VERSION, HEADS, PRECISIONS, GraphIO, graph_io
 from .errors import GptOssError
 from .files import confined, read_json
 
@@ -52,6 +52,7 @@ class Manifest:
     max_batch: int
     max_seq_len: int
     all_positions: bool = False
+    accuracy_outputs: list[str] = field(default_factory=list)  # kinds of per-layer outputs (contract.ACCURACY_OUTPUTS)
     tokenizer: str | None = None
     chat_format: str | None = None
     ops: dict[str, Any] = field(default_factory=dict)
@@ -136,6 +137,12 @@ _FIELDS = {
     "max_batch": _Field(_positive_int, "a positive integer (int32)"),
     "max_seq_len": _Field(_positive_int, "a positive integer (int32)"),
     "all_positions": _Field(_of_type(bool), "true or false", required=False),
+    "accuracy_outputs": _Field(
+        lambda value: type(value) is list and all(kind in ACCURACY_OUTPUTS for kind in value)
+        and len(set(value)) == len(value),
+        f"a list of distinct kinds among {', '.join(ACCURACY_OUTPUTS)}",
+        required=False,
+    ),
     "tokenizer": _Field(_of_type(str, type(None)), "a file name or null", required=False),
     "chat_format": _Field(_of_type(str, type(None)), "a string or null", required=False),
     "ops": _Field(_of_type(dict), "an object", required=False),
@@ -195,7 +202,10 @@ def read_manifest(engine_dir: str | Path) -> Manifest:
     except (TypeError, KeyError, AttributeError, ValueError) as exc:
         raise ManifestError(f"{path}: malformed config, inputs or outputs ({exc!r})") from None
     manifest = Manifest(engine_dir=engine_dir, config=config, io=io, **data)
-    mismatch = _io_mismatch(io, graph_io(config, manifest.head, manifest.all_positions, manifest.precision))
+    expected = graph_io(
+        config, manifest.head, manifest.all_positions, manifest.precision, tuple(manifest.accuracy_outputs)
+    )
+    mismatch = _io_mismatch(io, expected)
     if mismatch:
         raise ManifestError(f"{path}: {mismatch} differs from the graph contract of this config, head and precision")
     if manifest.max_seq_len > config.max_position_embeddings:

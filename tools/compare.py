@@ -80,6 +80,7 @@ def load_hf(checkpoint: str | Path, head: str = "causal-lm"):
         "causal-lm": transformers.GptOssForCausalLM,
         "sequence-classification": transformers.GptOssForSequenceClassification,
         "token-classification": transformers.GptOssForTokenClassification,
+        "model": transformers.GptOssModel,
     }
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
