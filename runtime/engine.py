@@ -109,6 +109,15 @@ class Engine:
         running calls finish, and calls wait until it exits."""
         return self._scheduler.exclusive(batch)
 
+    def reserve_rows(self, batch: int) -> None:
+        """Size the cache rows to at least `batch` (at most max_batch) whenever they are sized, so that requests
+        arriving one at a time (a server's) join rows at once instead of waiting for the running ones to finish."""
+        self._scheduler.min_batch = max(1, min(batch, self.manifest.max_batch))
+
+    def occupancy(self) -> tuple[int, int]:
+        """(rows running a request, requests waiting for a row)."""
+        return self._scheduler.occupancy()
+
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids) if self.tokenizer is not None else ""
 

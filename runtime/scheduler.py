@@ -58,13 +58,14 @@ class _Call:
 
 
 class Scheduler:
-    """Runs the requests of every call over one set of cache rows (sized, when idle, to the waiting demand, at most
-    `max_batch`)."""
+    """Runs the requests of every call over one set of cache rows (sized, when idle, to the waiting demand, at least
+    `min_batch` and at most `max_batch`)."""
 
     def __init__(self, backend: Backend, max_batch: int, max_seq_len: int) -> None:
         self.backend = backend
         self.max_batch = max_batch
         self.max_seq_len = max_seq_len
+        self.min_batch = 1  # a server raises it so that requests arriving one at a time still share the rows
         self._lock = threading.Condition()
         self._queue: deque[tuple[_Call, Request]] = deque()
         self._active: dict[int, tuple[_Call, Request, list[int]]] = {}  # row -> call, request, tokens to feed
@@ -87,6 +88,11 @@ class Scheduler:
                 yield event
         finally:
             call.cancelled = True  # no-op when every request finished; otherwise the rows are released next step
+
+    def occupancy(self) -> tuple[int, int]:
+        """(rows running a request, requests waiting for a row), for monitoring."""
+        with self._lock:
+            return len(self._active), sum(not call.cancelled for call, _ in self._queue)
 
     @contextmanager
     def exclusive(self, batch: int) -> Iterator[CacheRows]:
@@ -175,7 +181,7 @@ class Scheduler:
         if self._held or not self._queue:
             return
         if not self._active:
-            self._rows = self._rows_for(min(len(self._queue), self.max_batch))
+            self._rows = self._rows_for(min(max(len(self._queue), self.min_batch), self.max_batch))
         while self._queue and not self._rows.in_use.all():
             call, request = self._queue.popleft()
             self._active[self._rows.acquire()] = (call, request, request.prompt)
