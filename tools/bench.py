@@ -1,11 +1,13 @@
-"""Engine benchmark: prefill and decode tokens/s, time to first token and peak memory per batch size;
-with `vs_hf`, Hugging Face transformers runs the same prompts in the same process and the ratios are
-printed (`gptoss-export bench DIR [--vs-hf]`). Numbers are ratios against a baseline measured in the same
-run, never absolute goals.
+"""Engine benchmark: prefill and decode tokens/s, time to first token and peak memory per batch size, and, for
+backends on the CPU, the decode tokens/s this machine's memory bandwidth allows. Peers (Hugging Face transformers,
+ONNX Runtime GenAI: `tools/bench_peers.py`) run the same prompts on the engine's source checkpoint, each in a
+process of its own, and the ratios are printed (`gptoss-export bench DIR [--vs-hf] [--vs-genai]`). Numbers are
+ratios against a baseline measured in the same run, never absolute goals.
 """
 
 from __future__ import annotations
 
+import gc
 import resource
 import time
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from gptoss.runtime import Engine, GptOssError
+from gptoss.tools import bench_peers
 
 HOST_BACKENDS = ("onnxruntime", "torch", "cpu")  # run on the CPU: the host's memory bandwidth bounds them
 
@@ -29,6 +32,13 @@ class Measurement:
     decode_tok_s: float
     peak_mib: float
     limit_tok_s: float | None = None  # decode tokens/s the memory bandwidth allows (bandwidth / bytes per step)
+
+    @classmethod
+    def of(cls, name: str, prompts: np.ndarray, new_tokens: int, ttft_s: float, decode_s: float, peak_mib: float):
+        """From the prefill time of `prompts` [batch, length] and the time of the `new_tokens - 1` steps after it."""
+        batch, length = prompts.shape
+        decode = batch * (new_tokens - 1) / max(decode_s, 1e-9)
+        return cls(name, batch, length, new_tokens, ttft_s, batch * length / ttft_s, decode, peak_mib)
 
 
 def _peak_mib() -> float:
@@ -79,9 +89,9 @@ def _prompts(batch: int, prompt_len: int, vocab: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(9, vocab, size=(batch, prompt_len), dtype=np.int32)
 
 
-def bench_engine(engine: Engine, batch: int, prompt_len: int, new_tokens: int, seed: int = 0) -> Measurement:
-    """Prefill `batch` prompts of `prompt_len` tokens together, then decode `new_tokens` greedily."""
-    prompts = _prompts(batch, prompt_len, engine.config.vocab_size, seed)
+def bench_engine(engine: Engine, prompts: np.ndarray, new_tokens: int) -> Measurement:
+    """Prefill `prompts` [batch, length] together, then decode `new_tokens` greedily."""
+    batch, prompt_len = prompts.shape
     if batch > engine.manifest.max_batch or prompt_len + new_tokens > engine.manifest.max_seq_len:
         raise GptOssError(f"batch {batch} x {prompt_len + new_tokens} tokens exceeds this engine's limits")
     with engine.exclusive_rows(batch) as rows:
@@ -93,32 +103,7 @@ def bench_engine(engine: Engine, batch: int, prompt_len: int, new_tokens: int, s
         for _ in range(new_tokens - 1):
             logits = rows.step({row: [int(logits[row].argmax())] for row in taken})
         decode = time.perf_counter() - start
-    return Measurement(
-        engine.backend.name, batch, prompt_len, new_tokens, ttft, batch * prompt_len / ttft,
-        batch * (new_tokens - 1) / max(decode, 1e-9), _peak_mib(),
-    )  # fmt: skip
-
-
-def bench_hf(checkpoint: Path, batch: int, prompt_len: int, new_tokens: int, vocab: int, seed: int = 0) -> Measurement:
-    """The same prompts through Hugging Face transformers (float32, eager, its own KV cache)."""
-    import torch
-
-    from gptoss.tools.compare import load_hf
-
-    model = load_hf(checkpoint)
-    ids = torch.from_numpy(_prompts(batch, prompt_len, vocab, seed)).long()
-    with torch.no_grad():
-        start = time.perf_counter()
-        out = model(ids, use_cache=True)
-        ttft = time.perf_counter() - start
-        start = time.perf_counter()
-        for _ in range(new_tokens - 1):
-            out = model(out.logits[:, -1:].argmax(-1), past_key_values=out.past_key_values, use_cache=True)
-        decode = time.perf_counter() - start
-    return Measurement(
-        "huggingface", batch, prompt_len, new_tokens, ttft, batch * prompt_len / ttft,
-        batch * (new_tokens - 1) / max(decode, 1e-9), _peak_mib(),
-    )  # fmt: skip
+    return Measurement.of(engine.backend.name, prompts, new_tokens, ttft, decode, _peak_mib())
 
 
 def run(
@@ -128,51 +113,55 @@ def run(
     batch_sizes: list[int] = (1, 4),
     prompt_len: int = 64,
     new_tokens: int = 32,
-    vs_hf: bool = False,
-) -> list[tuple[Measurement, Measurement | None]]:
-    """Measure the engine (and Hugging Face when `vs_hf`) for each batch size."""
+    peers: list[str] = (),
+) -> list[list[Measurement]]:
+    """For each batch size: the engine's measurement, then each peer's (`bench_peers.PEERS`) on the engine's source
+    checkpoint. The engine runs first, in this process, and is released before the peers run in theirs."""
     engine = Engine.load(engine_dir, backend)
     if engine.manifest.head != "causal-lm":
         raise GptOssError(f"{engine_dir}: bench measures causal-LM engines, this one is {engine.manifest.head}")
-    if vs_hf and not engine.manifest.source_checkpoint:
-        raise GptOssError(f"{engine_dir}: --vs-hf needs the source checkpoint recorded in the manifest")
-    bench_engine(engine, 1, min(8, prompt_len), 2)  # warm-up: first-run allocations are not the engine's speed
-    bandwidth = memory_read_bandwidth() if engine.backend.name in HOST_BACKENDS else None
-    results = []
-    for batch in batch_sizes:
-        ours = bench_engine(engine, batch, prompt_len, new_tokens)
-        if bandwidth:
-            ours.limit_tok_s = decode_limit(engine, batch, prompt_len + new_tokens // 2, bandwidth)
-        theirs = None
-        if vs_hf:
-            checkpoint = Path(engine.manifest.source_checkpoint)
-            theirs = bench_hf(checkpoint, batch, prompt_len, new_tokens, engine.config.vocab_size)
-        results.append((ours, theirs))
+    if peers and not engine.manifest.source_checkpoint:
+        raise GptOssError(
+            f"{engine_dir}: comparing with {', '.join(peers)} needs the source checkpoint in the manifest"
+        )
+    prompts = [_prompts(batch, prompt_len, engine.config.vocab_size, seed=0) for batch in batch_sizes]
+    bench_engine(engine, prompts[0][:1, :8], 2)  # warm-up: first-run allocations are not the engine's speed
+    ours = [bench_engine(engine, batch, new_tokens) for batch in prompts]
+    if engine.backend.name in HOST_BACKENDS and (bandwidth := memory_read_bandwidth()):
+        for measurement in ours:
+            measurement.limit_tok_s = decode_limit(engine, measurement.batch, prompt_len + new_tokens // 2, bandwidth)
+    checkpoint = Path(engine.manifest.source_checkpoint or ".")
+    del engine
+    gc.collect()
+    results = [[measurement] for measurement in ours]
+    for peer in peers:
+        timings = bench_peers.measure(peer, checkpoint, prompts, new_tokens)
+        for row, batch, times in zip(results, prompts, timings, strict=True):
+            row.append(Measurement.of(peer, batch, new_tokens, **times))
     return results
 
 
-def table(results: list[tuple[Measurement, Measurement | None]]) -> str:
+def table(results: list[list[Measurement]]) -> str:
+    """One line per measurement; under each batch's engine line its bandwidth limit and its ratio to each peer."""
     header = f"{'backend':<14}{'batch':>6}{'prompt':>7}{'new':>5}{'TTFT ms':>10}{'prefill tok/s':>15}"
-    header += f"{'decode tok/s':>14}{'peak MiB':>10}"
-    lines = [header]
-    for ours, theirs in results:
-        for m in (ours, theirs):
-            if m is not None:
-                lines.append(
-                    f"{m.name:<14}{m.batch:>6}{m.prompt_len:>7}{m.new_tokens:>5}{m.ttft_s * 1e3:>10.1f}"
-                    f"{m.prefill_tok_s:>15.1f}{m.decode_tok_s:>14.1f}{m.peak_mib:>10.0f}"
-                )
+    lines = [header + f"{'decode tok/s':>14}{'peak MiB':>10}"]
+    for ours, *peers in results:
+        for m in (ours, *peers):
+            lines.append(
+                f"{m.name:<14}{m.batch:>6}{m.prompt_len:>7}{m.new_tokens:>5}{m.ttft_s * 1e3:>10.1f}"
+                f"{m.prefill_tok_s:>15.1f}{m.decode_tok_s:>14.1f}{m.peak_mib:>10.0f}"
+            )
         if ours.limit_tok_s:
             lines.append(
                 f"{'  limit':<14}{'':>43}{ours.limit_tok_s:>14.1f}   (memory bandwidth; decode at "
                 f"{ours.decode_tok_s / ours.limit_tok_s:.0%} of it)"
             )
-        if theirs is not None:
-            ttft = theirs.ttft_s / ours.ttft_s
-            prefill = ours.prefill_tok_s / theirs.prefill_tok_s
-            decode = ours.decode_tok_s / theirs.decode_tok_s
+        for peer in peers:
+            ttft = peer.ttft_s / ours.ttft_s
+            prefill = ours.prefill_tok_s / peer.prefill_tok_s
+            decode = ours.decode_tok_s / peer.decode_tok_s
             lines.append(
                 f"{'  ratio':<14}{'':>18}{ttft:>9.2f}x{prefill:>14.2f}x{decode:>13.2f}x"
-                "   (engine vs Hugging Face, higher is faster)"
+                f"   (engine vs {peer.name}, higher is faster)"
             )
     return "\n".join(lines)
