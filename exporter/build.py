@@ -36,6 +36,7 @@ class BuildOptions:
     max_batch: int = 8
     max_seq_len: int = 4096
     all_positions: bool = False
+    accuracy_outputs: tuple[str, ...] = ()  # per-layer outputs for accuracy work: contract.ACCURACY_OUTPUTS
     compute_capability: str | None = None
     bind_weights: str = "all"  # TensorRT targets: weights taken as engine inputs, "all" or "experts"
     plugin_library: Path | None = None  # TensorRT targets; default: trt_build.default_plugin_library()
@@ -51,6 +52,12 @@ class BuildOptions:
 
         if self.bind_weights not in BIND_WEIGHTS:
             raise ConfigError(f"--bind-weights {self.bind_weights!r}, expected one of {', '.join(BIND_WEIGHTS)}")
+        contract.accuracy_kinds(self.accuracy_outputs)
+        if self.accuracy_outputs and self.target != "onnx":
+            raise ConfigError(
+                f"--accuracy-outputs applies to the onnx target: the {self.target} backend binds only the head's "
+                "output and the caches"
+            )
         if self.compute_capability and self.target == "onnx":
             raise ConfigError("--compute-capability applies to the tensorrt and tensorrt-rtx targets, not onnx")
         if self.max_batch < 1 or self.max_seq_len < 1:
@@ -74,6 +81,7 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions | No
     if tokenizer.is_file():
         Tokenizer(tokenizer)  # one the runtime cannot read fails the build now, not the first `generate`
     dtype = getattr(torch, contract.precision(options.precision).name)
+    accuracy = contract.accuracy_kinds(options.accuracy_outputs)
     if options.target != "onnx":
         from . import trt_build
 
@@ -88,7 +96,7 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions | No
             cancel = threading.Event()
             writing = pool.submit(write_weights, plan, data_path, cancel)
             try:
-                onnx_model = export_step_graph(model, options.all_positions, options.precision)
+                onnx_model = export_step_graph(model, options.all_positions, options.precision, accuracy)
             except BaseException:
                 cancel.set()  # the trace failed or was interrupted: stop the writer, report the trace's error
                 wait([writing])
@@ -100,7 +108,7 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions | No
         del onnx_model, model
         if tokenizer.is_file():
             files["tokenizer"] = Path(shutil.copyfile(tokenizer, staging / "tokenizer.json"))
-        io = contract.graph_io(config, options.head, options.all_positions, options.precision)
+        io = contract.graph_io(config, options.head, options.all_positions, options.precision, accuracy)
         target_info = {}
         if options.target != "onnx":
             target_info = _build_engine(staging, files, hashed, options, config, io)
@@ -115,6 +123,7 @@ def build(model_dir: str | Path, out_dir: str | Path, options: BuildOptions | No
             max_batch=options.max_batch,
             max_seq_len=options.max_seq_len,
             all_positions=options.all_positions,
+            accuracy_outputs=list(accuracy),
             tokenizer="tokenizer.json" if "tokenizer" in files else None,
             chat_format="harmony",
             ops={

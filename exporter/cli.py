@@ -55,13 +55,17 @@ def build(
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Engine directory to write.")] = Path("build/engine"),
     target: Annotated[str, typer.Option(help="onnx, tensorrt or tensorrt-rtx.")] = "onnx",
-    head: Annotated[str, typer.Option(help="causal-lm, sequence-classification or token-classification.")] = (
-        "causal-lm"
-    ),
+    head: Annotated[
+        str, typer.Option(help="causal-lm, sequence-classification, token-classification or model (hidden states).")
+    ] = "causal-lm",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16.")] = "fp32",
     max_batch: Annotated[int, typer.Option(help="Largest batch the engine serves.")] = 8,
     max_seq_len: Annotated[int, typer.Option(help="Longest sequence (prompt + generated) per row.")] = 4096,
     all_positions: Annotated[bool, typer.Option(help="Output logits for every position (accuracy work).")] = False,
+    accuracy_outputs: Annotated[
+        str | None,
+        typer.Option(help="Per-layer outputs for accuracy work, comma-separated: router (top-k expert ids), hidden."),
+    ] = None,
     compute_capability: Annotated[
         str | None, typer.Option(help="Build ahead of time for this GPU, e.g. sm89 (TensorRT targets).")
     ] = None,
@@ -85,7 +89,7 @@ def build(
     options = BuildOptions(
         target=target, head=head, precision=precision, max_batch=max_batch, max_seq_len=max_seq_len,
         all_positions=all_positions, compute_capability=compute_capability, plugin_library=plugin_lib,
-        bind_weights=bind_weights,
+        bind_weights=bind_weights, accuracy_outputs=tuple(accuracy_outputs.split(",")) if accuracy_outputs else (),
     )  # fmt: skip
     manifest = run_build(model_dir, out, options)
     typer.echo(f"engine directory {manifest.engine_dir}")
@@ -166,24 +170,45 @@ def compare(
     atol: Annotated[float, typer.Option(help="Largest acceptable max abs logit error.")] = 1e-4,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of the error by position (and layer) here.")] = None,
+    text: Annotated[
+        Path | None, typer.Option(help="Text file for perplexity and expert routing (default: a bundled sample).")
+    ] = None,
     backend: BackendOption = None,
 ) -> None:
     """Compare an engine with the PyTorch model (or Hugging Face); exit 1 when it disagrees."""
     from gptoss.tools import compare as comparison
 
     report = comparison.compare(
-        engine_dir, reference, prompts=prompt, backend=backend, use_hf=hf, greedy_tokens=greedy_tokens
-    )
+        engine_dir, reference, prompts=prompt, backend=backend, use_hf=hf, greedy_tokens=greedy_tokens,
+        text=comparison.read_text(text) if text else None,
+    )  # fmt: skip
     typer.echo(report.table())
     if json_out:
         comparison.write_json(report, json_out)
     if plot:
         comparison.plot(report, plot)
     if not report.passed(atol):
-        raise GptOssError(
-            f"{engine_dir}: engine disagrees with the reference (max abs error {report.max_abs_error:.3e} vs "
-            f"--atol {atol:g}, top-1 agreement {report.top1_agreement:.4f}, greedy identical {report.greedy_identical})"
-        )
+        raise GptOssError(f"{engine_dir}: engine disagrees with the reference ({report.verdict(atol)})")
+
+
+@app.command()
+def embed(
+    engine_dir: Annotated[Path, typer.Argument(help="An engine directory built with --head model.")],
+    text: Annotated[list[str], typer.Option("--text", "-t", help="Text to embed; repeat for a batch.")],
+    out: Annotated[Path | None, typer.Option(help="Write the hidden states [tokens, hidden] to this .npz.")] = None,
+    backend: BackendOption = None,
+) -> None:
+    """Last hidden states of every token (a bare-model engine); prints each text's shape and last-token norm."""
+    import numpy as np
+
+    from gptoss.runtime import Engine
+
+    embeddings = Engine.load(engine_dir, backend).embed(text)
+    for item, embedding in zip(text, embeddings, strict=True):
+        states = embedding.hidden_states
+        typer.echo(f"{item!r}: {list(states.shape)}  last-token norm {np.linalg.norm(states[-1]):.4f}")
+    if out:
+        np.savez(out, *(embedding.hidden_states for embedding in embeddings))
 
 
 @app.command()

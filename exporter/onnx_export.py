@@ -67,20 +67,23 @@ def _local_functions(is_mxfp4: bool) -> list[ir.Function]:
     return functions + [ir.serde.deserialize_function(body.to_function_proto()) for body in bodies]
 
 
-def export_step_graph(model: GptOssWithHead, all_positions: bool, precision_name: str) -> ir.Model:
-    """The ONNX IR model of `model`'s cache step, with dynamic batch, sequence and cache length. Its weights are
-    placeholders (attach them with `external_data.attach_weights`).
+def export_step_graph(
+    model: GptOssWithHead, all_positions: bool, precision_name: str, accuracy_outputs: tuple[str, ...] = ()
+) -> ir.Model:
+    """The ONNX IR model of `model`'s cache step, with dynamic batch, sequence and cache length, and the per-layer
+    `accuracy_outputs` asked for (`contract.ACCURACY_OUTPUTS`). Its weights are placeholders (attach them with
+    `external_data.attach_weights`).
 
     Layers differ only in their window, so one layer of each kind is traced (a template model of one or two layers,
     with no weights) and the graph is instantiated for every layer (`instantiate_layers`): the trace takes the
-    same few seconds whatever the model's depth.
+    same few seconds whatever the model's depth. A graph with accuracy outputs, which each layer gives to the
+    graph's outputs, is traced whole instead (slower on deep models, and only built for accuracy work).
     """
     register_schemas()
     c = model.config
     kinds = list(dict.fromkeys(c.layer_types))
-    template = empty_model(
-        replace(c, num_hidden_layers=len(kinds), layer_types=tuple(kinds)), model.head, _dtype(model), device="meta"
-    )
+    traced = c if accuracy_outputs else replace(c, num_hidden_layers=len(kinds), layer_types=tuple(kinds))
+    template = empty_model(traced, model.head, _dtype(model), device="meta")
     batch, seq_len, capacity = 2, 5, max(2 * c.sliding_window, 8) + 3
     example = (
         torch.zeros(batch, seq_len, dtype=torch.int32, device="meta"),
@@ -89,14 +92,14 @@ def export_step_graph(model: GptOssWithHead, all_positions: bool, precision_name
         template.allocate_kv_caches(batch, capacity),
     )
     b, s, m = (torch.export.Dim(name) for name in (contract.BATCH, contract.SEQ_LEN, contract.MAX_SEQ_LEN))
-    cache_shapes = [{0: b} if template.config.window_of(i) else {0: b, 3: m} for i in range(len(kinds))]
+    cache_shapes = [{0: b} if traced.window_of(i) else {0: b, 3: m} for i in range(traced.num_hidden_layers)]
     dynamic_shapes = ({0: b, 1: s}, {0: b}, {0: b}, cache_shapes)
     # torch's exporter logs a warning per missing optional library (torchvision): not ours to show.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            StepGraph(template, all_positions).eval(),
+            StepGraph(template, all_positions, accuracy_outputs).eval(),
             example,
             dynamo=True,
             opset_version=ONNX_OPSET,
@@ -108,8 +111,9 @@ def export_step_graph(model: GptOssWithHead, all_positions: bool, precision_name
     if program is None:
         raise GptOssError("torch.onnx.export returned no program")
     onnx_model = program.model
-    instantiate_layers(onnx_model.graph, [kinds.index(kind) for kind in c.layer_types])
-    _name_io(onnx_model, contract.graph_io(c, model.head, all_positions, precision_name))
+    if not accuracy_outputs:
+        instantiate_layers(onnx_model.graph, [kinds.index(kind) for kind in c.layer_types])
+    _name_io(onnx_model, contract.graph_io(c, model.head, all_positions, precision_name, accuracy_outputs))
     for identifier in [i for i in onnx_model.functions if i[0] == OPSET.domain]:
         del onnx_model.functions[identifier]
     # Fold constants (TensorRT needs e.g. ReduceMean's axes as build-time constants) but never an op on a weight or

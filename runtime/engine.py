@@ -14,6 +14,8 @@ from .backends import MODEL_BACKENDS, Backend, open_backend
 from .cache_rows import CacheRows
 from .chat import REPLY_STOP_TOKENS, Message, Reply, encode_conversation, parse_reply
 from .classification import Classification, ClassificationRequest
+from .contract import BARE_MODEL
+from .embedding import Embedding, EmbeddingRequest
 from .errors import GptOssError
 from .generation import GenerationRequest, GenerationResult, Increment, StopCriteria, collect
 from .manifest import MANIFEST, Manifest, read_manifest
@@ -187,6 +189,20 @@ class Engine:
         results: list[Classification | None] = [None] * len(requests)
         for index, classification in self._scheduler.run(requests):
             results[index] = classification
+        return results
+
+    # ------------------------------------------------------------------ hidden states
+
+    def embed(self, inputs: Prompt | Sequence[Prompt]) -> list[Embedding]:
+        """The last hidden state (after the final norm) of every token of each text or id list, from an engine
+        built with `--head model`; pool them as the task needs (the last token's, a mean, ...)."""
+        if self.manifest.head != BARE_MODEL:
+            head = self.manifest.head
+            raise GptOssError(f"{self.manifest.engine_dir}: a {head} engine has no hidden states (build --head model)")
+        requests = [EmbeddingRequest(i, ids) for i, ids in enumerate(self._encode_all(inputs))]
+        results: list[Embedding | None] = [None] * len(requests)
+        for index, embedding in self._scheduler.run(requests):
+            results[index] = embedding
         return results
 
 

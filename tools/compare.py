@@ -2,14 +2,17 @@
 
 For causal-LM engines every position's next-token distribution is compared (the engine is stepped token
 by token, so last-token builds are covered too): max abs and relative logit error, top-1 agreement, KL
-divergence, per-position error, and the first divergence of greedy continuations. Classification engines
-compare their scores. `gptoss-export compare` prints the table, writes JSON, and with `--plot` a PNG.
+divergence, per-position error, and the first divergence of greedy continuations; over a text (`--text FILE`, or
+the bundled sample), the perplexity of both and, for accuracy builds, their per-layer expert-routing agreement
+(text_accuracy.py). Classification and bare-model engines compare their outputs. `gptoss-export compare` prints the
+table, writes JSON, and with `--plot` a PNG.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,9 @@ import torch
 
 from gptoss.exporter import load_model
 from gptoss.runtime import Engine, GptOssError
+
+from . import text_accuracy
+from .sample_text import SAMPLE_TEXT
 
 DEFAULT_PROMPTS = (
     "The quick brown fox jumps over the lazy dog while the compiler builds an engine.",
@@ -42,9 +48,25 @@ class Report:
     greedy_first_divergence: list[int | None] = field(default_factory=list)
     per_position_max_abs: list[list[float]] = field(default_factory=list)
     per_layer_max_abs: list[float] = field(default_factory=list)
+    text_tokens: int = 0  # causal LM: tokens of the text perplexity and routing are measured on
+    perplexity: float | None = None
+    reference_perplexity: float | None = None
+    perplexity_ratio: float | None = None  # engine / reference
+    routing_agreement: float | None = None  # fraction of (token, layer) pairs with the same top-k expert set
+    routing_agreement_per_layer: list[float] = field(default_factory=list)
+    routing_first_mismatch: dict[str, int] | None = None  # lowest layer with a differing set, first token there
 
     def passed(self, atol: float) -> bool:
-        return self.max_abs_error <= atol and self.top1_agreement == 1.0 and self.greedy_identical
+        routing_ok = self.routing_agreement in (None, 1.0)
+        return self.max_abs_error <= atol and self.top1_agreement == 1.0 and self.greedy_identical and routing_ok
+
+    def verdict(self, atol: float) -> str:
+        """The measures `passed` judges, in one line."""
+        routing = "" if self.routing_agreement is None else f", routing agreement {self.routing_agreement:.4f}"
+        return (
+            f"max abs error {self.max_abs_error:.3e} vs --atol {atol:g}, top-1 agreement {self.top1_agreement:.4f}, "
+            f"greedy identical {self.greedy_identical}{routing}"
+        )
 
     def table(self) -> str:
         rows = [
@@ -58,7 +80,21 @@ class Report:
         ]  # fmt: skip
         if self.per_layer_max_abs:
             rows.append(("per-layer max abs (hidden)", " ".join(f"{e:.1e}" for e in self.per_layer_max_abs)))
+        if self.perplexity is not None:
+            rows += [
+                ("text tokens", str(self.text_tokens)),
+                ("perplexity engine / ref", f"{self.perplexity:.4f} / {self.reference_perplexity:.4f}"),
+                ("perplexity ratio", f"{self.perplexity_ratio:.6f}"),
+                ("routing agreement", text_accuracy.ROUTING_UNAVAILABLE if self.routing_agreement is None
+                 else f"{self.routing_agreement:.4f} (first mismatch: {self._first_mismatch()})"),
+            ]  # fmt: skip
+        if self.routing_agreement_per_layer:
+            rows.append(("routing per layer", " ".join(f"{a:.4f}" for a in self.routing_agreement_per_layer)))
         return "\n".join(f"{name:<28}{value}" for name, value in rows)
+
+    def _first_mismatch(self) -> str:
+        where = self.routing_first_mismatch
+        return "none" if where is None else f"layer {where['layer']}, token {where['token']}"
 
 
 def _engine_outputs(engine: Engine, ids: list[int]) -> np.ndarray:
@@ -144,9 +180,11 @@ def compare(
     greedy_tokens: int = 16,
     reference_device: str = "cpu",
     per_layer: bool = True,
+    text: str | None = None,
 ) -> Report:
     """Run the engine and the reference on the same prompts and measure how far apart they are. `reference_device`:
-    where the reference runs; `per_layer`: with `use_hf`, also compare each layer's hidden states (on the CPU)."""
+    where the reference runs; `per_layer`: with `use_hf`, also compare each layer's hidden states (on the CPU);
+    `text`: what a causal LM's perplexity and routing are measured on (default: the bundled sample)."""
     engine = Engine.load(engine_dir, backend)
     head = engine.manifest.head
     reference_dir = Path(reference_dir)
@@ -169,7 +207,7 @@ def compare(
             mismatch = [i for i, (a, b) in enumerate(zip(engine_tokens, reference_tokens, strict=True)) if a != b]
             divergences.append(mismatch[0] if mismatch else None)
     flat = np.concatenate([e.reshape(-1) for e in errors])
-    return Report(
+    report = Report(
         reference=f"{'huggingface' if use_hf else 'pytorch'}:{reference_dir}",
         backend=engine.backend.name,
         prompts=len(encoded),
@@ -188,6 +226,29 @@ def compare(
         if per_layer and use_hf and head == "causal-lm"
         else [],
     )
+    if head == "causal-lm":
+        _add_text_metrics(report, engine, model, text or SAMPLE_TEXT)
+    return report
+
+
+def _add_text_metrics(report: Report, engine: Engine, model, text: str) -> None:
+    """Perplexities and routing agreement over `text` (text_accuracy.py) into `report`."""
+    measured = text_accuracy.measure(engine, model, text, partial(_engine_outputs, engine))
+    report.text_tokens = measured.tokens
+    report.perplexity, report.reference_perplexity = measured.perplexity, measured.reference_perplexity
+    report.perplexity_ratio = measured.perplexity_ratio
+    if measured.agreement is not None:
+        report.routing_agreement = float(measured.agreement.mean())
+        report.routing_agreement_per_layer = measured.agreement.mean(axis=1).tolist()
+        report.routing_first_mismatch = measured.first_mismatch()
+
+
+def read_text(path: Path) -> str:
+    """The text of `--text FILE`, or a one-line error naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GptOssError(f"--text {path}: cannot be read as UTF-8 text ({exc.__class__.__name__})") from None
 
 
 def write_json(report: Report, path: str | Path) -> None:
@@ -195,7 +256,8 @@ def write_json(report: Report, path: str | Path) -> None:
 
 
 def plot(report: Report, path: str | Path) -> None:
-    """PNG of the max abs error by position (each prompt) and, when measured, by layer."""
+    """PNG of the max abs error by position (each prompt; the perplexity ratio in its title) and, when measured, of the
+    hidden-state error by layer and of the expert-routing agreement by layer."""
     try:
         import matplotlib
 
@@ -203,17 +265,24 @@ def plot(report: Report, path: str | Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise GptOssError("--plot needs matplotlib (pip install 'gptoss-export[plot]')") from None
-    panels = 2 if report.per_layer_max_abs else 1
-    figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+    layer_panels = [(values, title, label, scale) for values, title, label, scale in (
+        (report.per_layer_max_abs, "PyTorch model vs Hugging Face, hidden states", "max abs error", "log"),
+        (report.routing_agreement_per_layer, "expert routing, engine vs reference", "same top-k experts", "linear"),
+    ) if values]  # fmt: skip
+    figure, axes = plt.subplots(1, 1 + len(layer_panels), figsize=(6 * (1 + len(layer_panels)), 4), squeeze=False)
     for index, errors in enumerate(report.per_position_max_abs):
         axes[0][0].plot(range(len(errors)), errors, marker=".", label=f"prompt {index}")
-    axes[0][0].set(title=f"engine vs {report.reference.split(':')[0]}", xlabel="position", ylabel="max abs error")
+    title = f"engine vs {report.reference.split(':')[0]}"
+    if report.perplexity_ratio is not None:
+        title += f" (perplexity ratio {report.perplexity_ratio:.4f})"
+    axes[0][0].set(title=title, xlabel="position", ylabel="max abs error")
     axes[0][0].set_yscale("log")
     axes[0][0].legend()
-    if report.per_layer_max_abs:
-        axes[0][1].bar(range(len(report.per_layer_max_abs)), report.per_layer_max_abs)
-        axes[0][1].set(title="PyTorch model vs Hugging Face, hidden states", xlabel="layer", ylabel="max abs error")
-        axes[0][1].set_yscale("log")
+    for axis, (values, panel_title, label, scale) in zip(axes[0][1:], layer_panels, strict=True):
+        axis.bar(range(len(values)), values)
+        axis.set_xticks(range(len(values)))
+        axis.set(title=panel_title, xlabel="layer", ylabel=label)
+        axis.set_yscale(scale)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

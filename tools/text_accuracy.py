@@ -1,0 +1,112 @@
+"""Accuracy on running text: the perplexity of an engine and of its reference, and how often both route a token to
+the same experts in each layer (MoE models drift first where a token's expert choice flips).
+
+The engine's routing comes from the `router_topk.{i}` outputs of an accuracy build (`build --accuracy-outputs
+router`), run through the ONNX Runtime session the engine already holds; the reference's from its router logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gptoss.runtime import Engine, GptOssError, contract
+from gptoss.runtime.backends import cache_shapes
+
+ROUTING_UNAVAILABLE = "not measured: needs an engine built with --accuracy-outputs router, run on onnxruntime"
+
+
+@dataclass
+class TextAccuracy:
+    """Perplexities over the text's tokens and the routing agreement of every (token, layer) pair."""
+
+    tokens: int
+    perplexity: float
+    reference_perplexity: float
+    agreement: np.ndarray | None  # [layers, tokens] bool: the same top-k expert set; None when not measured
+
+    @property
+    def perplexity_ratio(self) -> float:
+        return self.perplexity / self.reference_perplexity
+
+    def first_mismatch(self) -> dict[str, int] | None:
+        """The lowest layer where some token's experts differ, and the first such token of the text there."""
+        if self.agreement is None or self.agreement.all():
+            return None
+        layer = int(np.flatnonzero(~self.agreement.all(axis=1))[0])
+        return {"layer": layer, "token": int(np.flatnonzero(~self.agreement[layer])[0])}
+
+
+def chunks(engine: Engine, text: str) -> list[list[int]]:
+    """The text's tokens in consecutive pieces the engine holds (each shorter than its max_seq_len)."""
+    if engine.tokenizer is None:
+        raise GptOssError(f"{engine.manifest.engine_dir}: no tokenizer.json to read the text with")
+    ids = engine.tokenizer.encode(text)
+    size = engine.manifest.max_seq_len - 1
+    pieces = [ids[start : start + size] for start in range(0, len(ids), size)]
+    return [engine.encode(piece, i) for i, piece in enumerate(pieces) if len(piece) > 1]
+
+
+def negative_log_likelihoods(logits: np.ndarray, ids: list[int]) -> np.ndarray:
+    """`-log p(ids[i+1] | ids[:i+1])` from each position's logits `[S, V]`, in float64."""
+    x = logits[:-1].astype(np.float64)
+    x = x - x.max(-1, keepdims=True)
+    log_probabilities = x - np.log(np.exp(x).sum(-1, keepdims=True))
+    return -log_probabilities[np.arange(len(ids) - 1), ids[1:]]
+
+
+def engine_routing(engine: Engine, ids: list[int]) -> np.ndarray | None:
+    """`[layers, S, k]`: the experts the engine picks for each token of `ids` (one prefill step from an empty cache),
+    or None when the engine has no router outputs or does not run on ONNX Runtime."""
+    manifest = engine.manifest
+    names = [contract.router_output(i) for i in range(manifest.config.num_hidden_layers)]
+    if engine.backend.name != "onnxruntime" or names[0] not in manifest.io.outputs:
+        return None
+    dtype = contract.ELEMENT_TYPES[manifest.io.cache_specs()[0].dtype].numpy
+    feeds = {
+        contract.INPUT_IDS: np.array([ids], np.int32),
+        contract.PAST_LEN: np.zeros(1, np.int32),
+        contract.NEW_LEN: np.array([len(ids)], np.int32),
+    }
+    feeds |= {contract.cache_input(i): np.zeros(s, dtype) for i, s in enumerate(cache_shapes(manifest, 1, len(ids)))}
+    with engine.exclusive_rows(1):  # nothing else steps meanwhile
+        outputs = engine.backend.session.run(names, feeds)
+    return np.stack([output[0] for output in outputs])
+
+
+def reference_outputs(model, ids: list[int], top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's logits `[S, V]` and expert choices `[layers, S, k]` (top-k of its router logits); `model` is
+    the project's PyTorch model or Hugging Face's, whose forwards take the same arguments."""
+    batch = torch.tensor([ids], device=next(model.parameters()).device)
+    with torch.no_grad():
+        output = model(batch, output_router_logits=True)
+    routing = torch.stack([torch.topk(logits, top_k, dim=-1).indices for logits in output.router_logits])
+    return output.logits[0].float().cpu().numpy(), routing.cpu().numpy()
+
+
+def same_experts(engine: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`[layers, S]`: whether both chose the same set of experts (order within the top k does not matter)."""
+    return (np.sort(engine, axis=-1) == np.sort(reference, axis=-1)).all(-1)
+
+
+def measure(engine: Engine, model, text: str, engine_logits) -> TextAccuracy:
+    """Perplexities and routing agreement over `text`; `engine_logits(ids)` gives the engine's logits `[S, V]`."""
+    top_k = engine.config.num_experts_per_tok
+    engine_nll, reference_nll, agreement = [], [], []
+    for ids in chunks(engine, text):
+        logits, reference_routing = reference_outputs(model, ids, top_k)
+        engine_nll.append(negative_log_likelihoods(engine_logits(ids), ids))
+        reference_nll.append(negative_log_likelihoods(logits, ids))
+        routing = engine_routing(engine, ids)
+        agreement.append(None if routing is None else same_experts(routing, reference_routing))
+    if not engine_nll:
+        raise GptOssError("--text: fewer than 2 tokens, nothing to predict")
+    measured = None if agreement[0] is None else np.concatenate(agreement, axis=1)
+    return TextAccuracy(
+        tokens=sum(len(n) + 1 for n in engine_nll),
+        perplexity=float(np.exp(np.concatenate(engine_nll).mean())),
+        reference_perplexity=float(np.exp(np.concatenate(reference_nll).mean())),
+        agreement=measured,
+    )
