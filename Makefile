@@ -21,7 +21,7 @@ FIND_TENSORRT    := for d in "$(TENSORRT_ROOT)" "$(CURDIR)/$(TENSORRT_HEADERS)" 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[test,rtx]'
+	$(PYTHON) -m pip install --quiet -e '.[test,rtx,serve]'
 	touch $(STAMP)
 
 demo: $(STAMP)

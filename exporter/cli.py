@@ -232,6 +232,40 @@ def bench(
     typer.echo(benchmark.table(results))
 
 
+@app.command()
+def serve(
+    engine_dir: Annotated[Path, typer.Argument(help="Causal-LM engine directory (or checkpoint, --backend torch).")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port (with --triton: Triton's HTTP port).")] = 8000,
+    model_name: Annotated[str | None, typer.Option(help="Model id for clients (default: the directory name).")] = None,
+    max_queue: Annotated[int, typer.Option(help="Requests that may wait for a free cache row; more get 429.")] = 64,
+    triton: Annotated[
+        bool, typer.Option("--triton", help="Serve through Triton Inference Server (PyTriton): HTTP and gRPC.")
+    ] = False,
+    grpc_port: Annotated[int, typer.Option(help="With --triton: Triton's gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="With --triton: Triton's metrics port.")] = 8002,
+    backend: BackendOption = None,
+) -> None:
+    """Serve an engine: an OpenAI-compatible API (/v1/chat/completions, /v1/completions), or Triton with --triton."""
+    from gptoss.runtime import Engine
+
+    if max_queue < 0:
+        raise GptOssError(f"--max-queue must be >= 0, got {max_queue}")
+    engine = Engine.load(engine_dir, backend)
+    if engine.manifest.head != "causal-lm":
+        raise GptOssError(f"{engine_dir}: a {engine.manifest.head} engine cannot generate (serve needs causal-lm)")
+    name = model_name or engine_dir.resolve().name
+    logging.getLogger("gptoss.serve").setLevel(logging.INFO)
+    if triton:
+        from gptoss.serve.triton import serve_triton
+
+        serve_triton(engine, name, host, port, grpc_port, metrics_port, max_queue)
+    else:
+        from gptoss.serve.server import serve as serve_openai
+
+        serve_openai(engine, host, port, name, max_queue)
+
+
 def _show_progress() -> None:
     """Show build progress on stderr unless --verbose already shows everything."""
     progress = logging.getLogger("gptoss.progress")
