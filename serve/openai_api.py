@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from gptoss.runtime import GptOssError
 from gptoss.runtime.chat import REPLY_STOP_TOKENS, Message, encode_conversation, parse_reply
 
 from .errors import ApiError, bad_request
@@ -69,7 +70,7 @@ def router(service: GenerationService, model_name: str) -> APIRouter:
                 engine.tokenizer, [m for message in body.messages for m in _harmony(message)],
                 reasoning_effort=body.reasoning_effort,
             )  # fmt: skip
-        except Exception as error:  # a GptOssError (missing special token) or tokenizer failure
+        except GptOssError as error:  # the tokenizer lacks a harmony special token
             raise bad_request(f"messages: {error}", "messages") from None
         ids = service.encode(ids, "messages")
         ends = frozenset(engine.tokenizer.special_id(token) for token in REPLY_STOP_TOKENS)

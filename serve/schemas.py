@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import bad_request
 from .service import GenerationOptions
@@ -87,6 +87,14 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     reasoning_content: str | None = None  # an earlier assistant turn's analysis
+
+    @field_validator("content", "reasoning_content")
+    @classmethod
+    def _unicode(cls, value: str | list[TextPart] | None) -> str | list[TextPart] | None:
+        texts = [value] if isinstance(value, str) else [part.text for part in value or []]
+        for text in texts:
+            text.encode("utf-8")  # lone surrogates (from \ud800 escapes) raise: pydantic answers a 400
+        return value
 
     def text(self) -> str:
         if isinstance(self.content, list):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -39,7 +40,7 @@ def serve_in_background(
         while not server.started:
             if not thread.is_alive():
                 raise RuntimeError("the server stopped while starting (see the log)")
-            threading.Event().wait(0.01)
+            time.sleep(0.01)
         yield f"http://{host}:{_port(sock)}"
     finally:
         server.should_exit = True
