@@ -42,11 +42,12 @@ class Engine:
     def load(cls, engine_dir: str | Path, backend: str | None = None, *, verify_checksums: bool = True) -> Engine:
         """Validate the manifest (contract, plugin version, file sizes and checksums), then open the backend.
 
-        With `backend="torch"` or `"cuda"` (the PyTorch model), `engine_dir` may also be a checkpoint directory.
+        `engine_dir` may also be a checkpoint directory, run by a PyTorch-model backend (`torch`, `cuda`, `cpu`;
+        unnamed: `default_backend`'s choice).
         """
         engine_dir = Path(engine_dir)
         is_checkpoint = not (engine_dir / MANIFEST).is_file() and (engine_dir / "config.json").is_file()
-        if backend in MODEL_BACKENDS and is_checkpoint:
+        if (backend is None or backend in MODEL_BACKENDS) and is_checkpoint:
             from .backends.torch import checkpoint_manifest
 
             manifest = checkpoint_manifest(engine_dir)

@@ -26,6 +26,7 @@ class ExternalInitializer:
     location: str
     offset: int
     length: int
+    data_type: int  # onnx.TensorProto data type
 
 
 def external_initializers(model: Any) -> list[ExternalInitializer]:
@@ -38,7 +39,7 @@ def external_initializers(model: Any) -> list[ExternalInitializer]:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
         offset, length = int(info.get("offset", 0)), int(info["length"])
-        found.append(ExternalInitializer(tensor.name, info["location"], offset, length))
+        found.append(ExternalInitializer(tensor.name, info["location"], offset, length, tensor.data_type))
     return found
 
 

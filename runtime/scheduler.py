@@ -115,7 +115,9 @@ class Scheduler:
 
     def _start(self) -> None:
         if self._thread is None and not self._held and self._queue:
-            self._thread = threading.Thread(target=self._loop, name="gptoss-scheduler", daemon=True)
+            # Not a daemon: it ends once no work is left, and the interpreter must let it, since a daemon thread
+            # still freeing tensors while the interpreter finalizes aborts the process.
+            self._thread = threading.Thread(target=self._loop, name="gptoss-scheduler", daemon=False)
             self._thread.start()
 
     def _loop(self) -> None:

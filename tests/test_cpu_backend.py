@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+from types import SimpleNamespace
+
+import pytest
 import torch
 from conftest import hf_greedy, load_hf, random_ids
 
 from gptoss.exporter.build import BuildOptions, build
-from gptoss.runtime import Engine
+from gptoss.runtime import Engine, GptOssError, backends
+from gptoss.runtime.backends.engine_weights import step_graph_from_engine
+from gptoss.runtime.manifest import read_manifest
 from gptoss.tools.cpu_kernels import build as build_cpu_kernels
 
 PROMPT = random_ids(1, 21, seed=3)[0].tolist()  # longer than the window of 16
@@ -40,3 +47,47 @@ def test_bf16_engine_matches_the_torch_backend(checkpoint_factory, tmp_path):
     # magnitude ~7 may differ by a few bf16 ulps (0.03 each there; 0.031 measured): 0.25 absolute is 8 ulps
     assert float((_last_logits(ours) - expected).abs().max()) <= 0.25
     assert torch.equal(_last_logits(ours).argmax(), expected.argmax())
+
+
+def test_engine_runs_from_its_own_weights_without_the_checkpoint(checkpoint_factory, tmp_path):
+    """An ONNX engine directory is all the cpu backend needs: its parameters are mapped from model.onnx.data."""
+    build_cpu_kernels()
+    source = checkpoint_factory("demo", expert_format="mxfp4")
+    copy = shutil.copytree(source, tmp_path / "checkpoint")
+    engine_dir = build(copy, tmp_path / "engine", BuildOptions(max_seq_len=64)).engine_dir
+    shutil.rmtree(copy)
+    engine = Engine.load(engine_dir)  # no GPU here and the library is built: cpu is the default
+    assert engine.backend.name == "cpu"
+    with torch.no_grad():
+        expected = load_hf(source)(torch.tensor([PROMPT])).logits[0, -1]
+    # float32 weights, bit for bit those of the checkpoint; only the summation order differs (as above)
+    assert float((_last_logits(engine) - expected).abs().max()) <= 1e-4
+
+
+def test_engine_weights_that_do_not_fit_the_model_fail_in_one_line(small_engine):
+    manifest = read_manifest(small_engine)
+    with pytest.raises(GptOssError, match=r"model\.onnx: initializer 'model\.[^']+' should hold .* bfloat16"):
+        step_graph_from_engine(dataclasses.replace(manifest, precision="bf16"))
+
+
+@pytest.mark.parametrize(
+    ("target", "precision", "files", "gpu", "built", "expected"),
+    [
+        ("onnx", "fp32", {"onnx": {}}, False, True, "cpu"),
+        ("onnx", "bf16", {"onnx": {}}, False, True, "cpu"),
+        ("onnx", "fp16", {"onnx": {}}, False, True, "onnxruntime"),  # the kernels compute in fp32 or bf16
+        ("onnx", "fp32", {"onnx": {}}, True, True, "onnxruntime"),  # ONNX Runtime's CUDA provider
+        ("onnx", "fp32", {"onnx": {}}, False, False, "onnxruntime"),  # library not built
+        ("onnx", "fp32", {}, False, True, "cpu"),  # a checkpoint
+        ("onnx", "fp32", {}, False, False, "torch"),
+        ("tensorrt-rtx", "bf16", {"engine": {}}, False, True, "tensorrt-rtx"),
+    ],
+)
+def test_default_backend(monkeypatch, tmp_path, target, precision, files, gpu, built, expected):
+    library = tmp_path / "libgptoss_cpu_kernels.so"
+    if built:
+        library.touch()
+    monkeypatch.setattr(backends, "CPU_KERNELS_LIBRARY", library)
+    monkeypatch.setattr(backends, "has_nvidia_gpu", lambda: gpu)
+    manifest = SimpleNamespace(target=target, precision=precision, files=files)
+    assert backends.default_backend(manifest) == expected

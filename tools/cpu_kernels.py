@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
+from gptoss.runtime.backends import CPU_KERNELS_LIBRARY
 from gptoss.tools import kernels
 
 SOURCE_DIR = kernels.REPO_ROOT / "plugins" / "cpu"
-BUILD_DIR = kernels.REPO_ROOT / "build" / "cpu"
-LIBRARY_NAME = "libgptoss_cpu_kernels.so"
+BUILD_DIR, LIBRARY_NAME = CPU_KERNELS_LIBRARY.parent, CPU_KERNELS_LIBRARY.name
 
 
 def build(build_dir: Path = BUILD_DIR) -> Path:

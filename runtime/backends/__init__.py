@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -12,6 +13,9 @@ from ..manifest import Manifest
 
 BACKENDS = ("tensorrt", "tensorrt-rtx", "onnxruntime", "torch", "cuda", "cpu")
 MODEL_BACKENDS = ("torch", "cuda", "cpu")  # run the PyTorch model: they take a checkpoint directory too
+CPU_PRECISIONS = ("fp32", "bf16")  # what the native CPU kernels compute in
+# Where `make cpu-kernels` puts the native CPU kernels (plugins/cpu).
+CPU_KERNELS_LIBRARY = Path(__file__).resolve().parents[2] / "build" / "cpu" / "libgptoss_cpu_kernels.so"
 
 
 class Backend(Protocol):
@@ -31,9 +35,20 @@ class Backend(Protocol):
         """
 
 
+def has_nvidia_gpu() -> bool:
+    """Whether this machine has an NVIDIA driver with a device (without importing any CUDA library)."""
+    return Path("/dev/nvidiactl").exists()
+
+
 def default_backend(manifest: Manifest) -> str:
-    """The backend a manifest's target implies."""
-    return {"onnx": "onnxruntime", "tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt-rtx"}[manifest.target]
+    """The backend for a directory when none is named. TensorRT plans: their own runtime. On a machine without an
+    NVIDIA GPU, an ONNX engine in fp32 or bf16, or a checkpoint: the native CPU kernels when built. Otherwise ONNX
+    Runtime for an ONNX engine (on the GPU when there is one), the PyTorch model for a checkpoint."""
+    if manifest.target != "onnx":
+        return manifest.target
+    if manifest.precision in CPU_PRECISIONS and not has_nvidia_gpu() and CPU_KERNELS_LIBRARY.is_file():
+        return "cpu"
+    return "onnxruntime" if "onnx" in manifest.files else "torch"
 
 
 def open_backend(manifest: Manifest, name: str | None = None) -> Backend:

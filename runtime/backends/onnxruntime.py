@@ -6,19 +6,17 @@ other, then the two swap, so no cache passes through Python.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from ..contract import ELEMENT_TYPES, INDEX_DTYPE, STEP_INPUTS, cache_input, cache_output
 from ..errors import GptOssError
 from ..manifest import Manifest
-from . import cache_shapes
+from . import cache_shapes, has_nvidia_gpu
 
 
 def default_providers(onnxruntime) -> list[str]:
     """The CUDA execution provider when this build has it and an NVIDIA device is present, else the CPU."""
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers() and Path("/dev/nvidiactl").exists():
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers() and has_nvidia_gpu():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 

@@ -1,7 +1,8 @@
 """PyTorch backend: the project's own model (gptoss.exporter), run through the same cache-step contract.
 
-It takes an engine directory (and loads the checkpoint the engine was built from) or a checkpoint
-directory directly. It imports torch and the exporter, which the other backends never do.
+It takes an ONNX engine directory (and runs the engine's own weights), another engine directory (and loads the
+checkpoint it was built from) or a checkpoint directory directly. It imports torch and the exporter, which the
+other backends never do.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from .. import contract
 from ..errors import GptOssError
 from ..manifest import Manifest
+from .engine_weights import has_engine_weights, step_graph_from_engine
 
 if TYPE_CHECKING:
     from gptoss.exporter.config import GptOssConfig
@@ -64,23 +66,28 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, manifest: Manifest, device: str = "cpu", model: Any = None) -> None:
-        """Load the manifest's source checkpoint on `device`, or run `model` (a `GptOssWithHead` already there)."""
+        """Run `model` (a `GptOssWithHead` already on `device`), else the engine directory's own weights (ONNX
+        engines), else the manifest's source checkpoint, on `device`."""
         import torch
 
         from gptoss.exporter import load_model
         from gptoss.exporter.model import StepGraph
 
-        if model is None:
-            if not manifest.source_checkpoint or not Path(manifest.source_checkpoint, "config.json").is_file():
-                raise GptOssError(
-                    f"{manifest.engine_dir}: the {self.name} backend needs the source checkpoint, "
-                    f"{manifest.source_checkpoint!r} is not one"
-                )
-            dtype = getattr(torch, contract.precision(manifest.precision).name)
-            model = load_model(manifest.source_checkpoint, head=manifest.head, dtype=dtype, device=device)
+        if model is None and has_engine_weights(manifest):
+            graph = step_graph_from_engine(manifest).to(device)
+        else:
+            if model is None:
+                if not manifest.source_checkpoint or not Path(manifest.source_checkpoint, "config.json").is_file():
+                    raise GptOssError(
+                        f"{manifest.engine_dir}: the {self.name} backend needs the source checkpoint, "
+                        f"{manifest.source_checkpoint!r} is not one"
+                    )
+                dtype = getattr(torch, contract.precision(manifest.precision).name)
+                model = load_model(manifest.source_checkpoint, head=manifest.head, dtype=dtype, device=device)
+            graph = StepGraph(model, manifest.all_positions)
+        self.graph = graph.eval()
         self.manifest = manifest
         self._torch = torch
-        self.graph = StepGraph(model, manifest.all_positions).eval()
         self._device = device
         self._caches: list = []
 
