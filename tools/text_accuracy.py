@@ -2,7 +2,8 @@
 the same experts in each layer (MoE models drift first where a token's expert choice flips).
 
 The engine's routing comes from the `router_topk.{i}` outputs of an accuracy build (`build --accuracy-outputs
-router`), run through the ONNX Runtime session the engine already holds; the reference's from its router logits.
+router`), run through the ONNX Runtime session the engine already holds, or, on the backends that run the PyTorch
+model (torch, cuda, cpu), from that model with the backend's own kernels; the reference's from its router logits.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import numpy as np
 import torch
 
 from gptoss.runtime import Engine, GptOssError, contract
-from gptoss.runtime.backends import cache_shapes
+from gptoss.runtime.backends import MODEL_BACKENDS, cache_shapes
 
-ROUTING_UNAVAILABLE = "not measured: needs an engine built with --accuracy-outputs router, run on onnxruntime"
+ROUTING_UNAVAILABLE = (
+    "not measured: needs onnxruntime on an engine built with --accuracy-outputs router, or the torch, cuda or cpu "
+    "backend"
+)
 
 
 @dataclass
@@ -59,7 +63,9 @@ def negative_log_likelihoods(logits: np.ndarray, ids: list[int]) -> np.ndarray:
 
 def engine_routing(engine: Engine, ids: list[int]) -> np.ndarray | None:
     """`[layers, S, k]`: the experts the engine picks for each token of `ids` (one prefill step from an empty cache),
-    or None when the engine has no router outputs or does not run on ONNX Runtime."""
+    or None where the backend cannot tell (TensorRT, or ONNX Runtime on a graph without router outputs)."""
+    if engine.backend.name in MODEL_BACKENDS:
+        return _model_routing(engine, ids)
     manifest = engine.manifest
     names = [contract.router_output(i) for i in range(manifest.config.num_hidden_layers)]
     if engine.backend.name != "onnxruntime" or names[0] not in manifest.io.outputs:
@@ -74,6 +80,18 @@ def engine_routing(engine: Engine, ids: list[int]) -> np.ndarray | None:
     with engine.exclusive_rows(1):  # nothing else steps meanwhile
         outputs = engine.backend.session.run(names, feeds)
     return np.stack([output[0] for output in outputs])
+
+
+def _model_routing(engine: Engine, ids: list[int]) -> np.ndarray:
+    """The routing of a backend that runs the PyTorch model (its `graph.model`, ops routed to its kernels)."""
+    model = engine.backend.graph.model
+    device = next(model.parameters()).device
+    tokens = torch.tensor([ids], device=device)
+    lengths = torch.tensor([len(ids)], dtype=torch.int32, device=device)
+    caches = model.allocate_kv_caches(1, len(ids))
+    with engine.exclusive_rows(1), torch.no_grad():
+        decoded = model.model(tokens, torch.zeros_like(lengths), lengths, caches, collect=True)
+    return np.stack([routing.expert_ids.cpu().numpy() for routing in decoded.routings])
 
 
 def reference_outputs(model, ids: list[int], top_k: int) -> tuple[np.ndarray, np.ndarray]:
