@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from gptoss.runtime import GptOssError
+from gptoss.runtime import GptOssError, Increment
 from gptoss.runtime.chat import REPLY_STOP_TOKENS, Message, encode_conversation, parse_reply
 
 from .errors import ApiError, bad_request
@@ -70,10 +70,10 @@ def router(service: GenerationService, model_name: str) -> APIRouter:
                 engine.tokenizer, [m for message in body.messages for m in _harmony(message)],
                 reasoning_effort=body.reasoning_effort,
             )  # fmt: skip
+            ends = frozenset(engine.tokenizer.special_id(token) for token in REPLY_STOP_TOKENS)
         except GptOssError as error:  # the tokenizer lacks a harmony special token
             raise bad_request(f"messages: {error}", "messages") from None
         ids = service.encode(ids, "messages")
-        ends = frozenset(engine.tokenizer.special_id(token) for token in REPLY_STOP_TOKENS)
         options = body.options(body.token_budget(body.requested_tokens(), service.room(ids), service.room(ids)), ends)
         generation = service.start([ids], options, body.n)
         response = _Response("chatcmpl", "chat.completion", model_name, body.n, len(ids))
@@ -88,8 +88,7 @@ def router(service: GenerationService, model_name: str) -> APIRouter:
         prompts = [service.encode(p, "prompt") for p in body.prompts()]
         budget = min(body.token_budget(body.max_tokens, service.room(p), COMPLETION_DEFAULT_TOKENS) for p in prompts)
         generation = service.start(prompts, body.options(budget, engine.default_stop_ids()), body.n)
-        choices, prompt_tokens = body.n * len(prompts), sum(map(len, prompts)) * body.n
-        response = _Response("cmpl", "text_completion", model_name, choices, prompt_tokens)
+        response = _Response("cmpl", "text_completion", model_name, body.n * len(prompts), sum(map(len, prompts)))
         if body.stream:
             return _sse(response.completion_chunks(generation, _include_usage(body)), generation)
         return await _unless_disconnected(request, generation, response.completion_result(generation))
@@ -117,6 +116,7 @@ class _Response:
     """Builds one request's response objects (whole, or as stream chunks) from its generation's increments."""
 
     def __init__(self, prefix: str, kind: str, model: str, choices: int, prompt_tokens: int) -> None:
+        """`prompt_tokens`: counted once per prompt, however many choices it has (as the OpenAI API does)."""
         self.id = f"{prefix}-{uuid.uuid4().hex}"
         self.kind = kind
         self.model = model
@@ -137,7 +137,7 @@ class _Response:
         async for index, increment in generation:
             self._add(index, increment)
 
-    def _add(self, index: int, increment: Any) -> Choice:
+    def _add(self, index: int, increment: Increment) -> Choice:
         choice = self.choices[index]
         choice.text += increment.text
         choice.tokens += len(increment.token_ids)

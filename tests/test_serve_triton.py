@@ -139,3 +139,17 @@ def test_a_bad_request_gets_an_error_and_the_server_stays_up(engine, ports):
         assert _answer(client.infer(MODEL, _inputs(httpclient, PROMPTS[0]))) == _expected(engine, PROMPTS[0])
     finally:
         client.close()
+
+
+def test_a_bad_streaming_request_gets_its_message_alone(ports):
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{ports['grpc']}")
+    responses: queue.SimpleQueue = queue.SimpleQueue()
+    client.start_stream(callback=lambda result, error: responses.put((result, error)))
+    try:
+        client.async_stream_infer(MODEL + STREAM_SUFFIX, _inputs(grpcclient, "hi " * 300))
+        _, error = responses.get(timeout=60)
+    finally:
+        client.stop_stream()
+        client.close()
+    assert "maximum sequence is 256" in str(error)
+    assert "Traceback" not in str(error)
