@@ -255,7 +255,9 @@ def serve(
     if engine.manifest.head != "causal-lm":
         raise GptOssError(f"{engine_dir}: a {engine.manifest.head} engine cannot generate (serve needs causal-lm)")
     name = model_name or engine_dir.resolve().name
-    logging.getLogger("gptoss.serve").setLevel(logging.INFO)
+    serve_log = logging.getLogger("gptoss.serve")  # the server's address and its warnings, unless --verbose
+    if serve_log.getEffectiveLevel() > logging.INFO:
+        serve_log.setLevel(logging.INFO)
     if triton:
         from gptoss.serve.triton import serve_triton
 

@@ -126,6 +126,6 @@ class CompletionRequest(_Generation):
 
     def prompts(self) -> list[str | list[int]]:
         """The prompts, one per entry: texts or token-id lists."""
-        if isinstance(self.prompt, str) or (self.prompt and isinstance(self.prompt[0], int)):
-            return [self.prompt]
+        if isinstance(self.prompt, str) or not self.prompt or isinstance(self.prompt[0], int):
+            return [self.prompt]  # one prompt (an empty one is refused when encoded)
         return list(self.prompt)

@@ -74,6 +74,9 @@ class GenerationService:
         """Admit `n` choices of each (encoded) prompt and start them: 429 when the queue is full, 400 when an option
         is out of range. Choice `k` of prompt `p` has index `p * n + k`."""
         count = len(prompts) * n
+        if count > self.capacity:
+            raise bad_request(f"{count} choices (prompts times n) exceed what this server holds at once, "
+                              f"{self.capacity}", "n")  # fmt: skip
         with self._lock:
             admitted = self._in_flight + count <= self.capacity
             self._in_flight += count if admitted else 0

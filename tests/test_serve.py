@@ -179,6 +179,7 @@ BAD_REQUESTS = [
     ("/v1/chat/completions", {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "tools": [{}]}, 400,
      "unsupported_parameter"),
     ("/v1/completions", {"model": "demo", "prompt": [1, 2, 100000]}, 400, None),
+    ("/v1/completions", {"model": "demo", "prompt": []}, 400, None),
     ("/v1/completions", {"model": "demo", "prompt": "broken \ud800 text"}, 400, None),
     ("/v1/chat/completions", {"model": "demo", "messages": [{"role": "user", "content": "\udfff"}]}, 400,
      "invalid_value"),
