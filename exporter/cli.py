@@ -251,6 +251,10 @@ def serve(
 
     if max_queue < 0:
         raise GptOssError(f"--max-queue must be >= 0, got {max_queue}")
+    if triton:
+        from gptoss.serve.triton import check_environment
+
+        check_environment()  # before loading (and checksumming) the engine
     engine = Engine.load(engine_dir, backend)
     if engine.manifest.head != "causal-lm":
         raise GptOssError(f"{engine_dir}: a {engine.manifest.head} engine cannot generate (serve needs causal-lm)")

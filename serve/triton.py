@@ -112,7 +112,7 @@ def start_triton(
     max_queue: int = 64,
 ):  # fmt: skip
     """A started `pytriton.triton.Triton` (a context manager) serving both models of `engine`."""
-    _check_environment()
+    check_environment()
     from pytriton.model_config import ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
@@ -144,7 +144,7 @@ def start_triton(
     return triton
 
 
-def _check_environment() -> None:
+def check_environment() -> None:
     """Fail early, in one line, where PyTriton cannot work; let its server find this interpreter's libpython."""
     try:
         import pytriton  # noqa: F401

@@ -267,3 +267,17 @@ def test_cli_serves_until_stopped(engines, tmp_path):
         rest = process.communicate(timeout=WAIT)[1]
     assert process.returncode == 128 + signal.SIGINT  # the conventional status of a program stopped by Ctrl-C
     assert "Traceback" not in rest
+
+
+def test_triton_where_pytriton_cannot_run_is_a_one_line_error(engines):
+    """Without PyTriton, or under numpy 2 (which its Python-backend stub misreads), `serve --triton` says so."""
+    import importlib.util
+
+    import numpy as np
+
+    if importlib.util.find_spec("pytriton") and int(np.__version__.split(".")[0]) < 2:
+        pytest.skip("PyTriton can run here (tests/test_serve_triton.py drives it)")
+    result = subprocess.run([sys.executable, "-m", "gptoss.exporter", "serve", str(engines["causal"]), "--triton"],
+                            capture_output=True, text=True, timeout=WAIT)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: --triton needs ") and result.stderr.count("\n") == 1
