@@ -197,14 +197,17 @@ async def _unless_disconnected(
     rows freed) and nobody is answered."""
     disconnect = asyncio.ensure_future(request.receive())  # the body is read: the next message is the disconnect
     work = asyncio.ensure_future(result)
-    await asyncio.wait({disconnect, work}, return_when=asyncio.FIRST_COMPLETED)
-    if work.done():
+    try:
+        await asyncio.wait({disconnect, work}, return_when=asyncio.FIRST_COMPLETED)
+        if work.done():
+            return JSONResponse(work.result())
+        log.info("client disconnected; request cancelled")
+        return Response(status_code=499)
+    finally:  # also when the server shuts down under this request
         disconnect.cancel()
-        return JSONResponse(work.result())
-    generation.cancel()
-    work.cancel()
-    log.info("client disconnected; request cancelled")
-    return Response(status_code=499)
+        if not work.done():
+            generation.cancel()
+            work.cancel()
 
 
 def _sse(chunks: AsyncIterator[dict[str, Any]], generation: Generation) -> StreamingResponse:

@@ -162,6 +162,27 @@ def test_a_client_leaving_mid_stream_frees_its_row(client, engine, url):
     assert again.choices[0].text == expected.text
 
 
+def test_a_client_leaving_before_its_answer_frees_its_row(url):
+    """The same for a request that is not streamed: the server notices the closed connection."""
+    import socket
+
+    _settle(url)
+    before = _metric(url, "gptoss_generated_tokens_total")
+    body = json.dumps({"model": MODEL, "prompt": [21, 22, 23, 24], "max_tokens": 250, "temperature": 0,
+                       "ignore_eos": True}).encode()  # fmt: skip
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        event = threading.Event()
+        for _ in range(int(WAIT / 0.005)):
+            if _metric(url, "gptoss_running_requests"):  # admitted: now leave
+                break
+            event.wait(0.005)
+    _settle(url)
+    assert _metric(url, "gptoss_generated_tokens_total") - before < 250
+
+
 BAD_REQUESTS = [
     ("/v1/chat/completions", b'{"model": "demo", "messages": [', 400, "invalid_json"),
     ("/v1/completions", b"not json at all", 400, "invalid_json"),
