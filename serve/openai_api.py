@@ -85,7 +85,7 @@ def router(service: GenerationService, model_name: str) -> APIRouter:
     async def completions(body: CompletionRequest, request: Request) -> Response:
         check_model(body.model)
         body.refuse_unsupported()
-        prompts = [service.encode(p, "prompt") for p in body.prompts()]
+        prompts = [service.encode(p, "prompt", i) for i, p in enumerate(body.prompts())]
         budget = min(body.token_budget(body.max_tokens, service.room(p), COMPLETION_DEFAULT_TOKENS) for p in prompts)
         generation = service.start(prompts, body.options(budget, engine.default_stop_ids()), body.n)
         response = _Response("cmpl", "text_completion", model_name, body.n * len(prompts), sum(map(len, prompts)))

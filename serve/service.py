@@ -58,13 +58,14 @@ class GenerationService:
         self._lock = threading.Lock()  # several event loops may share a service (Triton's model instances)
         engine.reserve_rows(engine.manifest.max_batch)
 
-    def encode(self, prompt: str | Sequence[int], param: str) -> list[int]:
-        """A prompt's token ids, checked against the vocabulary and the engine's sequence length (400 otherwise)."""
+    def encode(self, prompt: str | Sequence[int], param: str, index: int = 0) -> list[int]:
+        """A prompt's token ids, checked against the vocabulary and the engine's sequence length (400 otherwise);
+        `index`: the prompt's position in its request, for the message."""
         try:
-            return self.engine.encode(prompt)
+            return self.engine.encode(prompt, index)
         except GptOssError as error:
-            code = "context_length_exceeded" if "maximum sequence" in str(error) else None
-            raise bad_request(str(error).replace("prompt 0", "prompt"), param, code) from None
+            code = "context_length_exceeded" if "maximum sequence" in str(error) else None  # Engine.encode's words
+            raise bad_request(str(error), param, code) from None
 
     def room(self, prompt: list[int]) -> int:
         """Tokens the engine can still generate after `prompt`."""
