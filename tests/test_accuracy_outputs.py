@@ -19,6 +19,7 @@ from gptoss.exporter.build import BuildOptions, build
 from gptoss.runtime import Engine, GptOssError, contract
 from gptoss.runtime.manifest import file_entry, read_manifest
 from gptoss.runtime.tokenizer import Tokenizer
+from gptoss.tools import text_accuracy
 from gptoss.tools.compare import compare, read_text
 
 ACCURACY = ("router", "hidden")
@@ -171,3 +172,15 @@ def test_unreadable_text_file_is_a_one_line_error(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(GptOssError, match="cannot be read as UTF-8"):
         read_text(binary)
+
+
+def test_backends_that_run_the_pytorch_model_report_routing_without_router_outputs(
+    accuracy_engine, changed_expert_engine, small_engine
+):
+    torch_engine = Engine.load(changed_expert_engine, "torch")  # runs the engine's own (changed) weights
+    ids = torch_engine.encode(SHORT_TEXT)
+    _, expected = text_accuracy.reference_outputs(load_model(accuracy_engine.source_checkpoint), ids, 4)
+    agreement = text_accuracy.same_experts(text_accuracy.engine_routing(torch_engine, ids), expected)
+    assert agreement.shape == (4, len(ids))
+    assert agreement[: CORRUPTED_LAYER + 1].all() and not agreement[CORRUPTED_LAYER + 1].all()
+    assert text_accuracy.engine_routing(Engine.load(small_engine, ORT), ids) is None  # no router outputs

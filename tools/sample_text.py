@@ -1,9 +1,8 @@
-"""The text `gptoss-export compare` measures perplexity and expert routing on when no `--text FILE` is given: plain
-English prose with numbers and punctuation, written for this project."""
+"""The text `gptoss-export compare` measures perplexity and expert routing on when no `--text FILE` is given: a short
+paragraph of plain English prose with a number and punctuation, written for this project (a quick check; pass a
+real corpus with `--text` to judge a model)."""
 
 SAMPLE_TEXT = """\
-Every morning the lighthouse keeper climbed ninety-one steps, counted the gulls on the railing and wrote the number \
-in a ledger nobody had asked him to keep. When the harbour office installed an automatic beacon in 1987, they told \
-him the counting could stop. He thanked them, walked home along the sea wall, and the next morning climbed the \
-steps anyway.
+Every morning the lighthouse keeper climbed ninety-one steps and counted the gulls. When the harbour installed an \
+automatic beacon in 1987, he thanked them, walked home, and climbed the steps again the next day.
 """
