@@ -28,12 +28,13 @@ WAIT = 60.0  # seconds: only a bound on waiting for the server to settle, never 
 
 @pytest.fixture(scope="module")
 def engine(engines) -> Engine:
+    """The reference: an engine of its own beside the served one, so each of its calls runs alone."""
     return Engine.load(engines["causal"])  # max_batch 4, max_seq_len 256
 
 
 @pytest.fixture(scope="module")
-def url(engine):
-    with serve_in_background(engine, MODEL) as base:
+def url(engines):
+    with serve_in_background(Engine.load(engines["causal"]), MODEL) as base:
         yield base
 
 
