@@ -68,7 +68,7 @@ class TritonModels:
             return self.service.start([ids], options)
         except ApiError as error:
             raise RequestError(error.message) from None
-        except (UnicodeDecodeError, ValueError, GptOssError) as error:
+        except ValueError as error:  # text that is not UTF-8, a number that is not finite
             raise RequestError(f"bad request: {error}") from None
 
     async def infer(self, requests: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
