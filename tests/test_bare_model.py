@@ -17,6 +17,7 @@ from gptoss.exporter.build import BuildOptions, build
 from gptoss.runtime import Engine, GptOssError
 from gptoss.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from gptoss.runtime.manifest import read_manifest
+from gptoss.tools.compare import compare
 
 # ONNX Runtime against Hugging Face, both float32 from the same weights: only kernels and summation order differ
 # (observed ~1e-5 on final hidden states of magnitude ~5); a semantic slip moves them by 1e-2 or more.
@@ -101,3 +102,13 @@ def test_bare_model_builds_a_tensorrt_rtx_engine_ahead_of_time(checkpoint_factor
     assert manifest.head == "model" and list(manifest.io.outputs)[0] == "hidden_states"
     assert manifest.target_info["plugin_layers"] == 2 * manifest.config.num_hidden_layers
     assert (manifest.engine_dir / "engine.plan").stat().st_size > 0
+
+
+def test_compare_checks_a_bare_model_engine_against_hf(bare_engine):
+    checkpoint, manifest = bare_engine("demo", "mxfp4")
+    prompts = ["Hello world", "GPT-OSS"]
+    report = compare(manifest.engine_dir, checkpoint, prompts=prompts, backend=ORT, use_hf=True)
+    engine = Engine.load(manifest.engine_dir, ORT)
+    assert report.positions == sum(len(engine.encode(p)) for p in prompts)  # every token's hidden state
+    assert report.max_abs_error < ATOL and report.passed(ATOL)
+    assert report.perplexity is None  # no logits, no perplexity

@@ -136,14 +136,8 @@ def _reference_outputs(model, ids: list[int], use_hf: bool) -> np.ndarray:
     """Like `_engine_outputs`, from the reference model's full-sequence forward."""
     with torch.no_grad():
         output = model(_batch_of(model, ids))
-    output = (output.logits if use_hf else output).float().cpu()
+    output = (output[0] if use_hf else output).float().cpu()  # Hugging Face: logits, or the bare model's states
     return output.numpy() if output.ndim == 2 else output[0].numpy()
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    shifted = x - x.max(-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
 def _greedy(model, ids: list[int], tokens: int, use_hf: bool) -> list[int]:
@@ -198,7 +192,7 @@ def compare(
         # Relative to each position's largest reference logit: per-logit ratios explode near zero.
         relative.append(diff.max(-1) / np.maximum(np.abs(ref).max(-1), 1e-12))
         agree.append(ours.argmax(-1) == ref.argmax(-1))
-        log_p, log_q = _log_softmax(ref), _log_softmax(ours)
+        log_p, log_q = text_accuracy.log_softmax(ref), text_accuracy.log_softmax(ours)
         kls.append((np.exp(log_p) * (log_p - log_q)).sum(-1))
         per_position.append(diff.max(-1).tolist())
         if head == "causal-lm":

@@ -53,12 +53,16 @@ def chunks(engine: Engine, text: str) -> list[list[int]]:
     return [engine.encode(piece, i) for i, piece in enumerate(pieces) if len(piece) > 1]
 
 
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Log-probabilities of logits over the last axis, in float64."""
+    x = x.astype(np.float64)
+    shifted = x - x.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
 def negative_log_likelihoods(logits: np.ndarray, ids: list[int]) -> np.ndarray:
-    """`-log p(ids[i+1] | ids[:i+1])` from each position's logits `[S, V]`, in float64."""
-    x = logits[:-1].astype(np.float64)
-    x = x - x.max(-1, keepdims=True)
-    log_probabilities = x - np.log(np.exp(x).sum(-1, keepdims=True))
-    return -log_probabilities[np.arange(len(ids) - 1), ids[1:]]
+    """`-log p(ids[i+1] | ids[:i+1])` from each position's logits `[S, V]`."""
+    return -log_softmax(logits[:-1])[np.arange(len(ids) - 1), ids[1:]]
 
 
 def engine_routing(engine: Engine, ids: list[int]) -> np.ndarray | None:
