@@ -220,11 +220,18 @@ def bench(
     vs_hf: Annotated[
         bool, typer.Option("--vs-hf", help="Also run Hugging Face transformers and print ratios.")
     ] = False,
+    vs_genai: Annotated[
+        bool,
+        typer.Option(
+            "--vs-genai", help="Also run ONNX Runtime GenAI (its own environment and model, made on first use)."
+        ),
+    ] = False,
     backend: BackendOption = None,
 ) -> None:
     """Prefill and decode tokens/s, time to first token and peak memory, side by side with peers."""
     from gptoss.tools import bench as benchmark
 
+    peers = [peer for peer, wanted in (("huggingface", vs_hf), ("ort-genai", vs_genai)) if wanted]
     results = benchmark.run(
         engine_dir, backend=backend, batch_sizes=batch or [1, 4], prompt_len=prompt_len, new_tokens=new_tokens,
         peers=peers,
@@ -285,18 +292,11 @@ def main() -> None:
         app()
     except GptOssError as exc:
         _fail(str(exc))
-    vs_genai: Annotated[
-        bool,
-        typer.Option(
-            "--vs-genai", help="Also run ONNX Runtime GenAI (its own environment and model, made on first use)."
-        ),
-    ] = False,
     except OSError as exc:  # disk full, permissions, a file vanishing under the build
         if _verbose:
             raise
         _fail(f"{exc.filename or 'I/O'}: {exc.strerror or exc}")
     except Exception as exc:
-    peers = [peer for peer, wanted in (("huggingface", vs_hf), ("ort-genai", vs_genai)) if wanted]
         if _verbose:
             raise
         _fail(f"internal error ({type(exc).__name__}: {exc}); run with --verbose for the traceback")
