@@ -18,10 +18,15 @@ FIND_TENSORRT    := for d in "$(TENSORRT_ROOT)" "$(CURDIR)/$(TENSORRT_HEADERS)" 
 
 .PHONY: demo test lint plugins cpu-kernels tensorrt-headers test-kernels-asan gpu-check clean
 
+# PyTriton (serve --triton) pins numpy<2 for its Triton Python-backend stub, but only that stub needs numpy 1: PyTriton
+# goes in without its requirements (the `triton` extra lists the others), so numpy stays 2 here, and the stub's own
+# numpy-1 environment is made now (`stub_env` in serve/triton.py) rather than at the first `serve --triton`.
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[test,rtx,serve]'
+	$(PYTHON) -m pip install --quiet -e '.[test,rtx,serve,triton]'
+	$(PYTHON) -m pip install --quiet --no-deps nvidia-pytriton==0.7.0
+	$(PYTHON) -c 'from gptoss.serve.triton import stub_env; stub_env()'
 	touch $(STAMP)
 
 demo: $(STAMP)

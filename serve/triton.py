@@ -13,10 +13,17 @@ whole text, or the increment's), `finish_reason` (BYTES [1]: empty while running
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import sysconfig
-from collections.abc import AsyncIterator
+import tempfile
+import venv
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +119,7 @@ def start_triton(
     max_queue: int = 64,
 ):  # fmt: skip
     """A started `pytriton.triton.Triton` (a context manager) serving both models of `engine`."""
-    check_environment()
+    check_environment()  # before the Triton object, which imports PyTriton
     from pytriton.model_config import ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
@@ -140,29 +147,126 @@ def start_triton(
                 config=ModelConfig(batching=False))  # fmt: skip
     triton.bind(model_name + STREAM_SUFFIX, models.stream, inputs, outputs,
                 config=ModelConfig(batching=False, decoupled=True))  # fmt: skip
-    triton.run()
+    with server_environment():
+        try:
+            triton.run()
+        except BaseException:  # a server that did not come up still has a process and a workspace to clean
+            with suppress(Exception):
+                triton.stop()
+            raise
     return triton
 
 
+# PyTriton 0.7's Python-backend stub (the process that tritonserver starts for each model instance; it runs PyTriton's
+# proxy model, which relays tensors between Triton and the infer functions in this process) was built against numpy 1:
+# under numpy 2 its pybind11 reads arrays wrongly ([1, 2, 3] arrives as [1, 1, 1]). Only the stub needs numpy 1. It
+# relays tensors as raw bytes plus a `.npy`-style dtype header (shared memory and ZeroMQ), which reads the same under
+# numpy 1 and 2, so this process keeps numpy 2 and the stub runs in a Python environment of its own with numpy 1.
+STUB_NUMPY = "1.26.4"
+STUB_ENV_VARIABLE = "GPTOSS_TRITON_STUB_ENV"  # a prepared stub environment, instead of the cached one (`stub_env`)
+
+
 def check_environment() -> None:
-    """Fail early, in one line, where PyTriton cannot work; let its server find this interpreter's libpython."""
+    """Fail early, in one line, where PyTriton cannot work here; prepare the stub's environment."""
     try:
         import pytriton  # noqa: F401
     except ImportError:
-        raise GptOssError("--triton needs PyTriton: pip install -e '.[triton]'") from None
-    if int(np.__version__.split(".")[0]) >= 2:
         raise GptOssError(
-            f"--triton needs numpy < 2 (found {np.__version__}): PyTriton's Triton Python-backend stub is built for "
-            "numpy 1 and misreads numpy 2 arrays; pip install 'numpy<2'"
-        )
-    # Triton's Python backend stub links libpython3.X.so.1.0; the loader would take the system's, whose built-in
-    # modules may not match this interpreter's standard library (pyenv, conda). Point it at ours first.
-    libdir = sysconfig.get_config_var("LIBDIR")
-    library = sysconfig.get_config_var("LDLIBRARY")
-    if libdir and library and (Path(libdir) / library).exists():
-        paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p]
-        if libdir not in paths:
-            os.environ["LD_LIBRARY_PATH"] = ":".join([libdir, *paths])
+            "--triton needs PyTriton: pip install -e '.[serve,triton]' && pip install --no-deps nvidia-pytriton==0.7.0"
+        ) from None
+    stub_env()
+
+
+def stub_env() -> Path | None:
+    """The Python environment Triton's Python-backend stub runs in when this process has numpy 2 (else None).
+
+    A virtual environment of this interpreter whose site-packages holds numpy 1 and a `.pth` file naming this
+    environment's site-packages (PyTriton, ZeroMQ), which come after it on the stub's `sys.path`. It is
+    `$GPTOSS_TRITON_STUB_ENV` if set; otherwise it lives in the user's cache and is made on first use (the Makefile's
+    set-up makes it too): built in a temporary directory that is then renamed into place, so concurrent first uses and
+    interrupted ones never leave a half-made environment behind."""
+    if int(np.__version__.split(".")[0]) < 2:
+        return None
+    if os.environ.get(STUB_ENV_VARIABLE):
+        env = Path(os.environ[STUB_ENV_VARIABLE])
+        if not (env / "bin" / "python3").exists():
+            raise GptOssError(f"{STUB_ENV_VARIABLE}={env} is not a Python environment (no bin/python3)")
+        return env
+    import pytriton
+
+    sites = list(dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib"),
+                                str(Path(pytriton.__file__).parents[1])]))  # fmt: skip
+    key = hashlib.sha256("\n".join([sys._base_executable, *sites]).encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gptoss"
+    env = cache / f"triton-stub-{sys.implementation.cache_tag}-numpy{STUB_NUMPY}-{key}"
+    if env.is_dir():
+        return env
+    log.info("making the Python environment of Triton's Python-backend stub (numpy %s): %s", STUB_NUMPY, env)
+    try:
+        _make_stub_env(env, sites)
+    except OSError as error:
+        raise GptOssError(f"cannot make the Python environment of Triton's Python-backend stub ({error}); make it "
+                          f"yourself and set {STUB_ENV_VARIABLE}") from None  # fmt: skip
+    return env
+
+
+def _make_stub_env(env: Path, sites: list[str]) -> None:
+    env.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f"{env.name}.", suffix=".partial", dir=env.parent))
+    try:
+        partial.chmod(0o755)
+        venv.EnvBuilder(symlinks=True, with_pip=False).create(partial)  # paths inside do not name the directory
+        site = Path(sysconfig.get_path("purelib", vars={"base": str(partial), "platbase": str(partial)}))
+        command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                   "--only-binary=:all:", "--target", str(site), f"numpy=={STUB_NUMPY}"]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            reason = (result.stderr.strip().splitlines() or [f"pip exited with {result.returncode}"])[-1]
+            raise GptOssError(
+                f"--triton needs numpy {STUB_NUMPY} for Triton's Python-backend stub, and pip could not install it "
+                f"({reason}); make that environment yourself and set {STUB_ENV_VARIABLE}"
+            )
+        (site / "gptoss-triton-stub.pth").write_text("".join(f"{path}\n" for path in sites))
+        try:
+            partial.rename(env)
+        except OSError:  # another process got there first
+            if not env.is_dir():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+@contextmanager
+def server_environment() -> Iterator[None]:
+    """While the block runs, `tritonserver` (started by PyTriton's `Triton.run`) gets what its stubs need; afterwards
+    everything is as before, so no other child of this process inherits it:
+    - the stub's Python environment (`stub_env`). PyTriton puts `bin` of "the Python backend's environment" first on
+      the server's PATH, and the stub's embedded interpreter finds its `python3`, hence its `pyvenv.cfg` and its
+      site-packages, there (it ignores PYTHONPATH);
+    - this interpreter's LIBDIR first on LD_LIBRARY_PATH: the stub links libpython3.X.so.1.0, and the loader would
+      take the system's, whose built-in modules may not match this interpreter's standard library (pyenv, conda)."""
+    from pytriton.server import triton_server
+
+    env, libdir = stub_env(), _libpython_dir()
+    saved_getter, saved_path = triton_server.get_triton_python_backend_python_env, os.environ.get("LD_LIBRARY_PATH")
+    if env is not None:
+        triton_server.get_triton_python_backend_python_env = lambda: env
+    if libdir is not None:
+        rest = [p for p in (saved_path or "").split(":") if p and p != str(libdir)]
+        os.environ["LD_LIBRARY_PATH"] = ":".join([str(libdir), *rest])
+    try:
+        yield
+    finally:
+        triton_server.get_triton_python_backend_python_env = saved_getter
+        if saved_path is None:
+            os.environ.pop("LD_LIBRARY_PATH", None)
+        else:
+            os.environ["LD_LIBRARY_PATH"] = saved_path
+
+
+def _libpython_dir() -> Path | None:
+    libdir, library = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")
+    return Path(libdir) if libdir and library and (Path(libdir) / library).exists() else None
 
 
 def _scalar(request: dict[str, np.ndarray], name: str, default: Any = ...) -> Any:
