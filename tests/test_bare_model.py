@@ -112,3 +112,5 @@ def test_compare_checks_a_bare_model_engine_against_hf(bare_engine):
     assert report.positions == sum(len(engine.encode(p)) for p in prompts)  # every token's hidden state
     assert report.max_abs_error < ATOL and report.passed(ATOL)
     assert report.perplexity is None  # no logits, no perplexity
+    with pytest.raises(GptOssError, match="--text: a model engine has no next-token logits"):
+        compare(manifest.engine_dir, checkpoint, text="Some text.", backend=ORT)

@@ -181,6 +181,8 @@ def compare(
     `text`: what a causal LM's perplexity and routing are measured on (default: the bundled sample)."""
     engine = Engine.load(engine_dir, backend)
     head = engine.manifest.head
+    if text is not None and head != "causal-lm":
+        raise GptOssError(f"--text: a {head} engine has no next-token logits to measure perplexity with")
     reference_dir = Path(reference_dir)
     model = _reference(reference_dir, head, use_hf, reference_device)
     encoded = [engine.encode(p, i) for i, p in enumerate(prompts or DEFAULT_PROMPTS)]
