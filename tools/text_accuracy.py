@@ -48,7 +48,7 @@ def chunks(engine: Engine, text: str) -> list[list[int]]:
     if engine.tokenizer is None:
         raise GptOssError(f"{engine.manifest.engine_dir}: no tokenizer.json to read the text with")
     ids = engine.tokenizer.encode(text)
-    size = engine.manifest.max_seq_len - 1
+    size = max(2, engine.manifest.max_seq_len - 1)  # a piece predicts its tokens after the first
     pieces = [ids[start : start + size] for start in range(0, len(ids), size)]
     return [engine.encode(piece, i) for i, piece in enumerate(pieces) if len(piece) > 1]
 
