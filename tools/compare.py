@@ -57,11 +57,12 @@ class Report:
     routing_first_mismatch: dict[str, int] | None = None  # lowest layer with a differing set, first token there
 
     def passed(self, atol: float) -> bool:
-        routing_ok = self.routing_agreement in (None, 1.0)
-        return self.max_abs_error <= atol and self.top1_agreement == 1.0 and self.greedy_identical and routing_ok
+        """Logits within `atol`, the same top-1 everywhere, the same greedy tokens. Routing agreement is reported, not
+        judged: in reduced precision a router's near-tie may flip while every token stays the same."""
+        return self.max_abs_error <= atol and self.top1_agreement == 1.0 and self.greedy_identical
 
     def verdict(self, atol: float) -> str:
-        """The measures `passed` judges, in one line."""
+        """The measures `passed` judges, and the routing agreement where measured, in one line."""
         routing = "" if self.routing_agreement is None else f", routing agreement {self.routing_agreement:.4f}"
         return (
             f"max abs error {self.max_abs_error:.3e} vs --atol {atol:g}, top-1 agreement {self.top1_agreement:.4f}, "
