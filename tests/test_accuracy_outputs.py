@@ -133,6 +133,8 @@ def test_compare_on_the_demo_engine_reports_perplexity_ratio_1_and_full_routing_
     assert report.perplexity == pytest.approx(report.reference_perplexity, rel=1e-4)
     assert report.routing_agreement == 1.0 and report.routing_agreement_per_layer == [1.0] * 4
     assert report.routing_first_mismatch is None and report.passed(1e-4)
+    # Layer outputs reach ~100 in the demo: ~6e-5 observed, within TOLERANCE of that magnitude.
+    assert len(report.engine_per_layer_max_abs) == 3 and max(report.engine_per_layer_max_abs) < TOLERANCE * 100
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -159,9 +161,12 @@ def test_compare_reports_the_routing_drop_and_layer_of_a_changed_expert(
     assert report["routing_first_mismatch"]["layer"] == CORRUPTED_LAYER + 1
     assert report["routing_agreement"] == pytest.approx(np.mean(per_layer)) and report["routing_agreement"] < 1
     assert abs(report["perplexity_ratio"] - 1) > 1e-2
+    # The changed layer's own output is where the hidden states part: layer 0 agrees, layer 1 does not.
+    layer_errors = report["engine_per_layer_max_abs"]
+    assert layer_errors[0] < TOLERANCE * 100 and layer_errors[CORRUPTED_LAYER] > 1
     assert report["text_tokens"] == len(Tokenizer(changed_expert_engine / "tokenizer.json").encode(SHORT_TEXT))
     assert f"first mismatch: layer {CORRUPTED_LAYER + 1}, token " in result.stdout
-    assert "perplexity ratio" in result.stdout and "routing per layer" in result.stdout
+    assert all(row in result.stdout for row in ("perplexity ratio", "routing per layer", "layer outputs max abs"))
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -180,7 +185,10 @@ def test_backends_that_run_the_pytorch_model_report_routing_without_router_outpu
     torch_engine = Engine.load(changed_expert_engine, "torch")  # runs the engine's own (changed) weights
     ids = torch_engine.encode(SHORT_TEXT)
     _, expected = text_accuracy.reference_outputs(load_model(accuracy_engine.source_checkpoint), ids, 4)
-    agreement = text_accuracy.same_experts(text_accuracy.engine_routing(torch_engine, ids), expected)
+    ours = text_accuracy.engine_layers(torch_engine, ids)
+    agreement = text_accuracy.same_experts(ours.routing, expected.routing)
     assert agreement.shape == (4, len(ids))
     assert agreement[: CORRUPTED_LAYER + 1].all() and not agreement[CORRUPTED_LAYER + 1].all()
-    assert text_accuracy.engine_routing(Engine.load(small_engine, ORT), ids) is None  # no router outputs
+    assert ours.outputs.shape == (4, len(ids), 128) and expected.outputs.shape == (3, len(ids), 128)
+    production = text_accuracy.engine_layers(Engine.load(small_engine, ORT), ids)
+    assert production.routing is None and production.outputs is None  # no accuracy outputs to read

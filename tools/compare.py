@@ -55,6 +55,7 @@ class Report:
     routing_agreement: float | None = None  # fraction of (token, layer) pairs with the same top-k expert set
     routing_agreement_per_layer: list[float] = field(default_factory=list)
     routing_first_mismatch: dict[str, int] | None = None  # lowest layer with a differing set, first token there
+    engine_per_layer_max_abs: list[float] = field(default_factory=list)  # each layer's output but the last, text
 
     def passed(self, atol: float) -> bool:
         """Logits within `atol`, the same top-1 everywhere, the same greedy tokens. Routing agreement is reported, not
@@ -91,6 +92,8 @@ class Report:
             ]  # fmt: skip
         if self.routing_agreement_per_layer:
             rows.append(("routing per layer", " ".join(f"{a:.4f}" for a in self.routing_agreement_per_layer)))
+        if self.engine_per_layer_max_abs:
+            rows.append(("layer outputs max abs", " ".join(f"{e:.1e}" for e in self.engine_per_layer_max_abs)))
         return "\n".join(f"{name:<28}{value}" for name, value in rows)
 
     def _first_mismatch(self) -> str:
@@ -229,7 +232,7 @@ def compare(
 
 
 def _add_text_metrics(report: Report, engine: Engine, model, text: str) -> None:
-    """Perplexities and routing agreement over `text` (text_accuracy.py) into `report`."""
+    """Perplexities, routing agreement and layer-output errors over `text` (text_accuracy.py) into `report`."""
     measured = text_accuracy.measure(engine, model, text, partial(_engine_outputs, engine))
     report.text_tokens = measured.tokens
     report.perplexity, report.reference_perplexity = measured.perplexity, measured.reference_perplexity
@@ -238,6 +241,8 @@ def _add_text_metrics(report: Report, engine: Engine, model, text: str) -> None:
         report.routing_agreement = float(measured.agreement.mean())
         report.routing_agreement_per_layer = measured.agreement.mean(axis=1).tolist()
         report.routing_first_mismatch = measured.first_mismatch()
+    if measured.layer_errors is not None:
+        report.engine_per_layer_max_abs = measured.layer_errors.tolist()
 
 
 def read_text(path: Path) -> str:
@@ -253,8 +258,8 @@ def write_json(report: Report, path: str | Path) -> None:
 
 
 def plot(report: Report, path: str | Path) -> None:
-    """PNG of the max abs error by position (each prompt; the perplexity ratio in its title) and, when measured, of the
-    hidden-state error by layer and of the expert-routing agreement by layer."""
+    """PNG of the max abs error by position (each prompt; the perplexity ratio in its title) and, when measured, by
+    layer: the model's hidden-state error against Hugging Face, the engine's routing agreement and output error."""
     try:
         import matplotlib
 
@@ -265,6 +270,7 @@ def plot(report: Report, path: str | Path) -> None:
     layer_panels = [(values, title, label, scale) for values, title, label, scale in (
         (report.per_layer_max_abs, "PyTorch model vs Hugging Face, hidden states", "max abs error", "log"),
         (report.routing_agreement_per_layer, "expert routing, engine vs reference", "same top-k experts", "linear"),
+        (report.engine_per_layer_max_abs, "layer outputs, engine vs reference", "max abs error", "log"),
     ) if values]  # fmt: skip
     figure, axes = plt.subplots(1, 1 + len(layer_panels), figsize=(6 * (1 + len(layer_panels)), 4), squeeze=False)
     for index, errors in enumerate(report.per_position_max_abs):

@@ -1,9 +1,11 @@
-"""Accuracy on running text: the perplexity of an engine and of its reference, and how often both route a token to
-the same experts in each layer (MoE models drift first where a token's expert choice flips).
+"""Accuracy on running text: the perplexity of an engine and of its reference, how often both route a token to the
+same experts in each layer (MoE models drift first where a token's expert choice flips) and how far apart each
+layer's output is.
 
-The engine's routing comes from the `router_topk.{i}` outputs of an accuracy build (`build --accuracy-outputs
-router`), run through the ONNX Runtime session the engine already holds, or, on the backends that run the PyTorch
-model (torch, cuda, cpu), from that model with the backend's own kernels; the reference's from its router logits.
+The engine's layers are read from the `router_topk.{i}` and `layer_output.{i}` outputs of an accuracy build
+(`build --accuracy-outputs router,hidden`), run through the ONNX Runtime session the engine already holds, or, on
+the backends that run the PyTorch model (torch, cuda, cpu), from that model with the backend's own kernels; the
+reference's from its router logits and hidden states.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class TextAccuracy:
     perplexity: float
     reference_perplexity: float
     agreement: np.ndarray | None  # [layers, tokens] bool: the same top-k expert set; None when not measured
+    layer_errors: np.ndarray | None  # [layers - 1]: largest abs difference of each layer's output but the last
 
     @property
     def perplexity_ratio(self) -> float:
@@ -65,15 +68,26 @@ def negative_log_likelihoods(logits: np.ndarray, ids: list[int]) -> np.ndarray:
     return -log_softmax(logits[:-1])[np.arange(len(ids) - 1), ids[1:]]
 
 
-def engine_routing(engine: Engine, ids: list[int]) -> np.ndarray | None:
-    """`[layers, S, k]`: the experts the engine picks for each token of `ids` (one prefill step from an empty cache),
-    or None where the backend cannot tell (TensorRT, or ONNX Runtime on a graph without router outputs)."""
+@dataclass
+class Layers:
+    """What each layer did with one piece of text; None where it cannot be read."""
+
+    routing: np.ndarray | None  # [layers, S, k]: the experts each token went to
+    outputs: np.ndarray | None  # [layers, S, H] float32: each layer's output (the reference's: all but the last)
+
+
+def engine_layers(engine: Engine, ids: list[int]) -> Layers:
+    """The engine's layers for the tokens `ids` (one prefill step from an empty cache): from a PyTorch-model backend,
+    or from ONNX Runtime with the accuracy outputs the graph has; nothing from TensorRT."""
     if engine.backend.name in MODEL_BACKENDS:
-        return _model_routing(engine, ids)
+        return _model_layers(engine, ids)
     manifest = engine.manifest
-    names = [contract.router_output(i) for i in range(manifest.config.num_hidden_layers)]
-    if engine.backend.name != "onnxruntime" or names[0] not in manifest.io.outputs:
-        return None
+    layers = range(manifest.config.num_hidden_layers)
+    wanted = {kind: [name(i) for i in layers] for kind, name in
+              ((contract.ROUTER, contract.router_output), (contract.LAYER_HIDDEN, contract.layer_output))
+              if kind in manifest.accuracy_outputs}  # fmt: skip
+    if engine.backend.name != "onnxruntime" or not wanted:
+        return Layers(None, None)
     dtype = contract.ELEMENT_TYPES[manifest.io.cache_specs()[0].dtype].numpy
     feeds = {
         contract.INPUT_IDS: np.array([ids], np.int32),
@@ -81,13 +95,16 @@ def engine_routing(engine: Engine, ids: list[int]) -> np.ndarray | None:
         contract.NEW_LEN: np.array([len(ids)], np.int32),
     }
     feeds |= {contract.cache_input(i): np.zeros(s, dtype) for i, s in enumerate(cache_shapes(manifest, 1, len(ids)))}
+    names = [name for kind_names in wanted.values() for name in kind_names]
     with engine.exclusive_rows(1):  # nothing else steps meanwhile
-        outputs = engine.backend.session.run(names, feeds)
-    return np.stack([output[0] for output in outputs])
+        outputs = dict(zip(names, engine.backend.session.run(names, feeds), strict=True))
+    stacked = {kind: np.stack([outputs[name][0] for name in kind_names]) for kind, kind_names in wanted.items()}
+    hidden = stacked.get(contract.LAYER_HIDDEN)
+    return Layers(stacked.get(contract.ROUTER), None if hidden is None else hidden.astype(np.float32))
 
 
-def _model_routing(engine: Engine, ids: list[int]) -> np.ndarray:
-    """The routing of a backend that runs the PyTorch model (its `graph.model`, ops routed to its kernels)."""
+def _model_layers(engine: Engine, ids: list[int]) -> Layers:
+    """The layers of a backend that runs the PyTorch model (its `graph.model`, ops routed to its kernels)."""
     model = engine.backend.graph.model
     device = next(model.parameters()).device
     tokens = torch.tensor([ids], device=device)
@@ -95,17 +112,20 @@ def _model_routing(engine: Engine, ids: list[int]) -> np.ndarray:
     caches = model.allocate_kv_caches(1, len(ids))
     with engine.exclusive_rows(1), torch.no_grad():
         decoded = model.model(tokens, torch.zeros_like(lengths), lengths, caches, collect=True)
-    return np.stack([routing.expert_ids.cpu().numpy() for routing in decoded.routings])
+    routing = np.stack([routing.expert_ids.cpu().numpy() for routing in decoded.routings])
+    return Layers(routing, np.stack([state[0].float().cpu().numpy() for state in decoded.layer_states[1:]]))
 
 
-def reference_outputs(model, ids: list[int], top_k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The reference's logits `[S, V]` and expert choices `[layers, S, k]` (top-k of its router logits); `model` is
-    the project's PyTorch model or Hugging Face's, whose forwards take the same arguments."""
+def reference_outputs(model, ids: list[int], top_k: int) -> tuple[np.ndarray, Layers]:
+    """The reference's logits `[S, V]` and its layers: the top-k of its router logits, and the output of every layer
+    but the last (whose output Hugging Face reports only after the final norm). `model` is the project's PyTorch
+    model or Hugging Face's, whose forwards take the same arguments."""
     batch = torch.tensor([ids], device=next(model.parameters()).device)
     with torch.no_grad():
-        output = model(batch, output_router_logits=True)
+        output = model(batch, output_router_logits=True, output_hidden_states=True)
     routing = torch.stack([torch.topk(logits, top_k, dim=-1).indices for logits in output.router_logits])
-    return output.logits[0].float().cpu().numpy(), routing.cpu().numpy()
+    states = torch.stack([state[0] for state in output.hidden_states[1:-1]]).float()
+    return output.logits[0].float().cpu().numpy(), Layers(routing.cpu().numpy(), states.cpu().numpy())
 
 
 def same_experts(engine: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -116,19 +136,20 @@ def same_experts(engine: np.ndarray, reference: np.ndarray) -> np.ndarray:
 def measure(engine: Engine, model, text: str, engine_logits) -> TextAccuracy:
     """Perplexities and routing agreement over `text`; `engine_logits(ids)` gives the engine's logits `[S, V]`."""
     top_k = engine.config.num_experts_per_tok
-    engine_nll, reference_nll, agreement = [], [], []
+    engine_nll, reference_nll, agreement, errors = [], [], [], []
     for ids in chunks(engine, text):
-        logits, reference_routing = reference_outputs(model, ids, top_k)
+        logits, theirs = reference_outputs(model, ids, top_k)
         engine_nll.append(negative_log_likelihoods(engine_logits(ids), ids))
         reference_nll.append(negative_log_likelihoods(logits, ids))
-        routing = engine_routing(engine, ids)
-        agreement.append(None if routing is None else same_experts(routing, reference_routing))
+        ours = engine_layers(engine, ids)
+        agreement.append(None if ours.routing is None else same_experts(ours.routing, theirs.routing))
+        errors.append(None if ours.outputs is None else np.abs(ours.outputs[:-1] - theirs.outputs).max(axis=(1, 2)))
     if not engine_nll:
         raise GptOssError("--text: fewer than 2 tokens, nothing to predict")
-    measured = None if agreement[0] is None else np.concatenate(agreement, axis=1)
     return TextAccuracy(
         tokens=sum(len(n) + 1 for n in engine_nll),
         perplexity=float(np.exp(np.concatenate(engine_nll).mean())),
         reference_perplexity=float(np.exp(np.concatenate(reference_nll).mean())),
-        agreement=measured,
+        agreement=None if agreement[0] is None else np.concatenate(agreement, axis=1),
+        layer_errors=None if errors[0] is None else np.max(errors, axis=0),
     )
