@@ -133,7 +133,7 @@ def test_compare_on_the_demo_engine_reports_perplexity_ratio_1_and_full_routing_
     assert report.perplexity == pytest.approx(report.reference_perplexity, rel=1e-4)
     assert report.routing_agreement == 1.0 and report.routing_agreement_per_layer == [1.0] * 4
     assert report.routing_first_mismatch is None and report.passed(1e-4)
-    # Layer outputs reach ~100 in the demo: ~6e-5 observed, within TOLERANCE of that magnitude.
+    # Layer outputs reach ~100 in the demo: up to ~2e-4 observed (2e-6 relative), within TOLERANCE of that magnitude.
     assert len(report.engine_per_layer_max_abs) == 3 and max(report.engine_per_layer_max_abs) < TOLERANCE * 100
 
 
