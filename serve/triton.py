@@ -178,20 +178,21 @@ def check_environment() -> None:
 
 
 def stub_env() -> Path | None:
-    """The Python environment Triton's Python-backend stub runs in when this process has numpy 2 (else None).
+    """The Python environment that Triton's Python-backend stub runs in: `$GPTOSS_TRITON_STUB_ENV` if set; else None
+    (the stub shares this environment) where this process has numpy 1; else one made for the stub:
 
-    A virtual environment of this interpreter whose site-packages holds numpy 1 and a `.pth` file naming this
-    environment's site-packages (PyTriton, ZeroMQ), which come after it on the stub's `sys.path`. It is
-    `$GPTOSS_TRITON_STUB_ENV` if set; otherwise it lives in the user's cache and is made on first use (the Makefile's
-    set-up makes it too): built in a temporary directory that is then renamed into place, so concurrent first uses and
-    interrupted ones never leave a half-made environment behind."""
-    if int(np.__version__.split(".")[0]) < 2:
-        return None
+    a virtual environment of this interpreter whose site-packages holds numpy 1 and a `.pth` file naming this
+    environment's site-packages (PyTriton, ZeroMQ), which come after it on the stub's `sys.path`. It lives in the user's
+    cache and is made on first use (the Makefile's set-up makes it too): built in a temporary directory that is then
+    renamed into place, so concurrent first uses and interrupted ones never leave a half-made environment behind."""
     if os.environ.get(STUB_ENV_VARIABLE):
         env = Path(os.environ[STUB_ENV_VARIABLE])
         if not (env / "bin" / "python3").exists():
-            raise GptOssError(f"{STUB_ENV_VARIABLE}={env} is not a Python environment (no bin/python3)")
+            raise GptOssError(f"--triton needs a Python environment for Triton's Python-backend stub, and "
+                              f"{STUB_ENV_VARIABLE}={env} is none (it has no bin/python3)")  # fmt: skip
         return env
+    if int(np.__version__.split(".")[0]) < 2:
+        return None
     import pytriton
 
     sites = list(dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib"),
@@ -205,8 +206,8 @@ def stub_env() -> Path | None:
     try:
         _make_stub_env(env, sites)
     except OSError as error:
-        raise GptOssError(f"cannot make the Python environment of Triton's Python-backend stub ({error}); make it "
-                          f"yourself and set {STUB_ENV_VARIABLE}") from None  # fmt: skip
+        raise GptOssError(f"--triton needs a Python environment for Triton's Python-backend stub, and it cannot be "
+                          f"made ({error}); make it yourself and set {STUB_ENV_VARIABLE}") from None  # fmt: skip
     return env
 
 
