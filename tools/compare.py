@@ -10,6 +10,7 @@ table, writes JSON, and with `--plot` a PNG.
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -153,19 +154,31 @@ def _greedy(model, ids: list[int], tokens: int, use_hf: bool) -> list[int]:
     return model.generate_greedy(prompt, tokens)[0].tolist()
 
 
-def _per_layer_errors(reference_dir: Path, ids: list[int]) -> list[float]:
-    """Max abs difference of each layer's hidden states, project PyTorch model vs Hugging Face."""
-    ours = load_model(reference_dir)
-    theirs = _reference(reference_dir, "causal-lm", True)
+def _layer_states(model, ids: list[int]) -> list[torch.Tensor]:
+    """The output of every decoder layer of the project's PyTorch model but the last, for the tokens `ids`."""
     captured: list[torch.Tensor] = []
-    hooks = [layer.register_forward_hook(lambda m, i, o: captured.append(o[0])) for layer in ours.model.layers]
+    hooks = [layer.register_forward_hook(lambda m, i, o: captured.append(o[0])) for layer in model.model.layers]
     with torch.no_grad():
-        ours(torch.tensor([ids]))
-        hf = theirs(torch.tensor([ids]), output_hidden_states=True).hidden_states[1:]
+        model(torch.tensor([ids]))
     for hook in hooks:
         hook.remove()
-    # HF's last hidden state is after the final norm; compare the layers before it.
-    return [(a - b).abs().max().item() for a, b in zip(captured[:-1], hf[:-1], strict=True)]
+    return captured[:-1]
+
+
+def _hf_layer_states(model, ids: list[int]) -> list[torch.Tensor]:
+    """Like `_layer_states` from Hugging Face's model (its last hidden state is after the final norm: left out)."""
+    with torch.no_grad():
+        states = model(_batch_of(model, ids), output_hidden_states=True).hidden_states[1:-1]
+    return [state.cpu() for state in states]
+
+
+@dataclass
+class _Side:
+    """What one side (engine or reference) produced: outputs per prompt, greedy continuations, text pieces."""
+
+    outputs: list[np.ndarray]
+    greedy: list[list[int]]
+    text: list[text_accuracy.Piece]
 
 
 def compare(
@@ -182,35 +195,67 @@ def compare(
 ) -> Report:
     """Run the engine and the reference on the same prompts and measure how far apart they are. `reference_device`:
     where the reference runs; `per_layer`: with `use_hf`, also compare each layer's hidden states (on the CPU);
-    `text`: what a causal LM's perplexity and routing are measured on (default: the bundled sample)."""
+    `text`: what a causal LM's perplexity and routing are measured on (default: the bundled sample).
+
+    One model is held at a time, so that a real-size model and its reference need not fit in memory together: the
+    engine runs first and is released, then (for `per_layer`) the project's model, then the reference."""
     engine = Engine.load(engine_dir, backend)
-    head = engine.manifest.head
-    if text is not None and head != "causal-lm":
+    head, backend_name, top_k = engine.manifest.head, engine.backend.name, engine.config.num_experts_per_tok
+    causal = head == "causal-lm"
+    if text is not None and not causal:
         raise GptOssError(f"--text: a {head} engine has no next-token logits to measure perplexity with")
-    reference_dir = Path(reference_dir)
-    model = _reference(reference_dir, head, use_hf, reference_device)
     encoded = [engine.encode(p, i) for i, p in enumerate(prompts or DEFAULT_PROMPTS)]
-    errors, relative, agree, kls, per_position, divergences = [], [], [], [], [], []
-    for ids in encoded:
-        ours, ref = _engine_outputs(engine, ids), _reference_outputs(model, ids, use_hf)
-        diff = np.abs(ours - ref)
+    pieces = text_accuracy.chunks(engine, text or SAMPLE_TEXT) if causal else []
+    ours = _Side(
+        [_engine_outputs(engine, ids) for ids in encoded],
+        [engine.generate(ids, max_new_tokens=greedy_tokens, stop=[])[0].token_ids for ids in encoded] if causal else [],
+        text_accuracy.engine_pieces(engine, pieces, partial(_engine_outputs, engine)),
+    )
+    del engine
+    reference_dir = Path(reference_dir)
+    layer_states = None
+    if per_layer and use_hf and causal:
+        layer_states = _layer_states(load_model(reference_dir), encoded[0])
+    gc.collect()
+    model = _reference(reference_dir, head, use_hf, reference_device)
+    theirs = _Side(
+        [_reference_outputs(model, ids, use_hf) for ids in encoded],
+        [_greedy(model, ids, greedy_tokens, use_hf) for ids in encoded] if causal else [],
+        text_accuracy.reference_pieces(model, pieces, top_k),
+    )
+    per_layer_errors = []
+    if layer_states is not None:
+        hf_states = _hf_layer_states(model, encoded[0])
+        per_layer_errors = [(a - b).abs().max().item() for a, b in zip(layer_states, hf_states, strict=True)]
+    del model
+    report = _report(ours, theirs, use_hf, reference_dir, backend_name, greedy_tokens if causal else 0)
+    report.per_layer_max_abs = per_layer_errors
+    if causal:
+        _add_text_metrics(report, text_accuracy.measure(ours.text, theirs.text))
+    return report
+
+
+def _report(ours: _Side, theirs: _Side, use_hf: bool, reference_dir: Path, backend: str, greedy_tokens: int) -> Report:
+    """The logit, top-1, KL and greedy figures of both sides' outputs."""
+    errors, relative, agree, kls, per_position = [], [], [], [], []
+    for mine, ref in zip(ours.outputs, theirs.outputs, strict=True):
+        diff = np.abs(mine - ref)
         errors.append(diff)
         # Relative to each position's largest reference logit: per-logit ratios explode near zero.
         relative.append(diff.max(-1) / np.maximum(np.abs(ref).max(-1), 1e-12))
-        agree.append(ours.argmax(-1) == ref.argmax(-1))
-        log_p, log_q = text_accuracy.log_softmax(ref), text_accuracy.log_softmax(ours)
+        agree.append(mine.argmax(-1) == ref.argmax(-1))
+        log_p, log_q = text_accuracy.log_softmax(ref), text_accuracy.log_softmax(mine)
         kls.append((np.exp(log_p) * (log_p - log_q)).sum(-1))
         per_position.append(diff.max(-1).tolist())
-        if head == "causal-lm":
-            engine_tokens = engine.generate(ids, max_new_tokens=greedy_tokens, stop=[])[0].token_ids
-            reference_tokens = _greedy(model, ids, greedy_tokens, use_hf)
-            mismatch = [i for i, (a, b) in enumerate(zip(engine_tokens, reference_tokens, strict=True)) if a != b]
-            divergences.append(mismatch[0] if mismatch else None)
+    divergences = []
+    for engine_tokens, reference_tokens in zip(ours.greedy, theirs.greedy, strict=True):
+        mismatch = [i for i, (a, b) in enumerate(zip(engine_tokens, reference_tokens, strict=True)) if a != b]
+        divergences.append(mismatch[0] if mismatch else None)
     flat = np.concatenate([e.reshape(-1) for e in errors])
-    report = Report(
+    return Report(
         reference=f"{'huggingface' if use_hf else 'pytorch'}:{reference_dir}",
-        backend=engine.backend.name,
-        prompts=len(encoded),
+        backend=backend,
+        prompts=len(ours.outputs),
         positions=sum(len(p) for p in per_position),
         max_abs_error=float(flat.max()),
         max_rel_error=float(max(r.max() for r in relative)),
@@ -218,22 +263,15 @@ def compare(
         top1_agreement=float(np.concatenate([a.reshape(-1) for a in agree]).mean()),
         kl_mean=float(np.concatenate([k.reshape(-1) for k in kls]).mean()),
         kl_max=float(max(k.max() for k in kls)),
-        greedy_tokens=greedy_tokens if head == "causal-lm" else 0,
+        greedy_tokens=greedy_tokens,
         greedy_identical=all(d is None for d in divergences),
         greedy_first_divergence=divergences,
         per_position_max_abs=per_position,
-        per_layer_max_abs=_per_layer_errors(reference_dir, encoded[0])
-        if per_layer and use_hf and head == "causal-lm"
-        else [],
     )
-    if head == "causal-lm":
-        _add_text_metrics(report, engine, model, text or SAMPLE_TEXT)
-    return report
 
 
-def _add_text_metrics(report: Report, engine: Engine, model, text: str) -> None:
-    """Perplexities, routing agreement and layer-output errors over `text` (text_accuracy.py) into `report`."""
-    measured = text_accuracy.measure(engine, model, text, partial(_engine_outputs, engine))
+def _add_text_metrics(report: Report, measured: text_accuracy.TextAccuracy) -> None:
+    """Perplexities, routing agreement and layer-output errors over the text into `report`."""
     report.text_tokens = measured.tokens
     report.perplexity, report.reference_perplexity = measured.perplexity, measured.reference_perplexity
     report.perplexity_ratio = measured.perplexity_ratio

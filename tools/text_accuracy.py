@@ -133,23 +133,41 @@ def same_experts(engine: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return (np.sort(engine, axis=-1) == np.sort(reference, axis=-1)).all(-1)
 
 
-def measure(engine: Engine, model, text: str, engine_logits) -> TextAccuracy:
-    """Perplexities and routing agreement over `text`; `engine_logits(ids)` gives the engine's logits `[S, V]`."""
-    top_k = engine.config.num_experts_per_tok
-    engine_nll, reference_nll, agreement, errors = [], [], [], []
-    for ids in chunks(engine, text):
-        logits, theirs = reference_outputs(model, ids, top_k)
-        engine_nll.append(negative_log_likelihoods(engine_logits(ids), ids))
-        reference_nll.append(negative_log_likelihoods(logits, ids))
-        ours = engine_layers(engine, ids)
-        agreement.append(None if ours.routing is None else same_experts(ours.routing, theirs.routing))
-        errors.append(None if ours.outputs is None else np.abs(ours.outputs[:-1] - theirs.outputs).max(axis=(1, 2)))
-    if not engine_nll:
+@dataclass
+class Piece:
+    """One side's reading of one piece of the text: each next token's negative log-likelihood, and its layers."""
+
+    nll: np.ndarray
+    layers: Layers
+
+
+def engine_pieces(engine: Engine, pieces: list[list[int]], engine_logits) -> list[Piece]:
+    """The engine's side; `engine_logits(ids)` gives its logits `[S, V]`."""
+    return [Piece(negative_log_likelihoods(engine_logits(ids), ids), engine_layers(engine, ids)) for ids in pieces]
+
+
+def reference_pieces(model, pieces: list[list[int]], top_k: int) -> list[Piece]:
+    """The reference's side (`reference_outputs`), run after the engine has been released."""
+    read = []
+    for ids in pieces:
+        logits, layers = reference_outputs(model, ids, top_k)
+        read.append(Piece(negative_log_likelihoods(logits, ids), layers))
+    return read
+
+
+def measure(ours: list[Piece], theirs: list[Piece]) -> TextAccuracy:
+    """Perplexities, routing agreement and layer-output errors from both sides' readings of the same pieces."""
+    if not ours:
         raise GptOssError("--text: fewer than 2 tokens, nothing to predict")
+    agreement, errors = [], []
+    for engine, reference in zip(ours, theirs, strict=True):
+        mine, other = engine.layers, reference.layers
+        agreement.append(None if mine.routing is None else same_experts(mine.routing, other.routing))
+        errors.append(None if mine.outputs is None else np.abs(mine.outputs[:-1] - other.outputs).max(axis=(1, 2)))
     return TextAccuracy(
-        tokens=sum(len(n) + 1 for n in engine_nll),
-        perplexity=float(np.exp(np.concatenate(engine_nll).mean())),
-        reference_perplexity=float(np.exp(np.concatenate(reference_nll).mean())),
+        tokens=sum(len(piece.nll) + 1 for piece in ours),
+        perplexity=float(np.exp(np.concatenate([piece.nll for piece in ours]).mean())),
+        reference_perplexity=float(np.exp(np.concatenate([piece.nll for piece in theirs]).mean())),
         agreement=None if agreement[0] is None else np.concatenate(agreement, axis=1),
         layer_errors=None if errors[0] is None else np.max(errors, axis=0),
     )
