@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from gptoss.runtime.contract import BARE_MODEL
 from gptoss.runtime.files import confined, read_json
 from gptoss.runtime.op_signatures import MXFP4_BLOCK, MXFP4_BLOCK_BYTES
 
@@ -249,7 +250,8 @@ def layer_specs(config: GptOssConfig, layer: int) -> dict[str, TensorSpec]:
 
 
 def head_specs(config: GptOssConfig, head: str) -> dict[str, TensorSpec]:
-    """Checkpoint tensors outside the decoder layers for `head`."""
+    """Checkpoint tensors outside the decoder layers for `head` (the bare model reads the decoder's alone, so it loads
+    from any GPT-OSS checkpoint)."""
     c = config
     specs = {
         "model.embed_tokens.weight": TensorSpec("model.embed_tokens.weight", (c.vocab_size, c.hidden_size)),
@@ -257,7 +259,7 @@ def head_specs(config: GptOssConfig, head: str) -> dict[str, TensorSpec]:
     }
     if head == "causal-lm":
         specs["lm_head.weight"] = TensorSpec("lm_head.weight", (c.vocab_size, c.hidden_size))
-    else:
+    elif head != BARE_MODEL:
         specs["score.weight"] = TensorSpec("score.weight", (c.num_labels, c.hidden_size))
         if head == "token-classification":
             specs["score.bias"] = TensorSpec("score.bias", (c.num_labels,))

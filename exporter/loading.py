@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 
 # Expert weights are `[E, in, out]` in the Hugging Face float layout and `[E, out, in]` in ours.
 _TRANSPOSED = ("gate_up_weight", "down_weight")
-_DECODER = "model."  # checkpoint names of the decoder (embeddings, layers, final norm) start with it
 
 
 def load_model(
@@ -62,7 +61,7 @@ class WeightSource:
 
 def weight_sources(config: GptOssConfig, head: str) -> dict[str, WeightSource]:
     """The source of every parameter of the model with `head`, keyed by parameter name, in checkpoint order."""
-    sources = {name: WeightSource(spec) for name, spec in _outer_specs(config, head).items()}
+    sources = {name: WeightSource(spec) for name, spec in head_specs(config, head).items()}
     for layer in range(config.num_hidden_layers):
         prefix = f"model.layers.{layer}."
         sources |= {prefix + name: WeightSource(spec) for name, spec in layer_specs(config, layer).items()}
@@ -70,14 +69,6 @@ def weight_sources(config: GptOssConfig, head: str) -> dict[str, WeightSource]:
             transpose = role in _TRANSPOSED and not config.is_mxfp4
             sources[f"{prefix}mlp.experts.{role}"] = WeightSource(spec, transpose)
     return sources
-
-
-def _outer_specs(config: GptOssConfig, head: str) -> dict[str, TensorSpec]:
-    """The checkpoint tensors outside the decoder layers that the model with `head` reads: the bare model reads the
-    decoder's (`model.*`) of a causal-LM checkpoint and no head."""
-    if head != BARE_MODEL:
-        return head_specs(config, head)
-    return {name: spec for name, spec in head_specs(config, "causal-lm").items() if name.startswith(_DECODER)}
 
 
 def empty_model(

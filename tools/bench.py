@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import resource
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,15 @@ def memory_read_bandwidth(gib: int = 1) -> float | None:
     return data.numel() * 4 / min(seconds)
 
 
+def probe_bandwidth() -> float | None:
+    """`memory_read_bandwidth()` measured by a process of its own, so that its buffer stays out of this process's
+    peak memory; None when the CPU kernels are not built."""
+    code = "from gptoss.tools.bench import memory_read_bandwidth; print(memory_read_bandwidth())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    value = done.stdout.strip()
+    return float(value) if done.returncode == 0 and value != "None" else None
+
+
 def decode_limit(engine: Engine, batch: int, cached: int, bandwidth: float) -> float:
     """Decode tokens/s at `bandwidth` bytes/s: the bytes one step reads in the engine's precision (weights used,
     experts selected, cache), from the model's shapes on the meta device."""
@@ -126,10 +137,16 @@ def run(
         )
     prompts = [_prompts(batch, prompt_len, engine.config.vocab_size, seed=0) for batch in batch_sizes]
     bench_engine(engine, prompts[0][:1, :8], 2)  # warm-up: first-run allocations are not the engine's speed
-    ours = [bench_engine(engine, batch, new_tokens) for batch in prompts]
-    if engine.backend.name in HOST_BACKENDS and (bandwidth := memory_read_bandwidth()):
-        for measurement in ours:
-            measurement.limit_tok_s = decode_limit(engine, measurement.batch, prompt_len + new_tokens // 2, bandwidth)
+    ours = []
+    for batch in prompts:
+        # The bandwidth of a shared machine drifts within a minute: read it right before and right after the run.
+        before = probe_bandwidth() if engine.backend.name in HOST_BACKENDS else None
+        measurement = bench_engine(engine, batch, new_tokens)
+        after = before and probe_bandwidth()
+        if before and after:
+            bandwidth = (before + after) / 2
+            measurement.limit_tok_s = decode_limit(engine, len(batch), prompt_len + new_tokens // 2, bandwidth)
+        ours.append(measurement)
     checkpoint = Path(engine.manifest.source_checkpoint or ".")
     del engine
     gc.collect()
