@@ -287,7 +287,10 @@ def test_cli_serves_until_stopped(engines, tmp_path):
     finally:
         process.send_signal(signal.SIGINT)
         rest = process.communicate(timeout=WAIT)[1]
-    assert process.returncode == 128 + signal.SIGINT  # the conventional status of a program stopped by Ctrl-C
+    # uvicorn shuts down gracefully, then raises the SIGINT again; asyncio turns that into KeyboardInterrupt (status
+    # 130, the convention for Ctrl-C) when it cancels the main task before the task ends, and under load the task can
+    # end first (status 0): both are a clean stop, which is what this test is about.
+    assert process.returncode in (0, 128 + signal.SIGINT)
     assert "Traceback" not in rest
 
 
