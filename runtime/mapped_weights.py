@@ -44,16 +44,20 @@ def external_initializers(model: Any) -> list[ExternalInitializer]:
 
 
 class MappedWeights:
-    """Read-only mappings of the data files an ONNX model's external initializers live in (in `directory`)."""
+    """Mappings of the data files an ONNX model's external initializers live in (in `directory`): read-only, or
+    copy-on-write (`access=mmap.ACCESS_COPY`) for users such as torch that want writable buffers; the files are never
+    written either way."""
 
-    def __init__(self, directory: Path, initializers: list[ExternalInitializer]) -> None:
+    def __init__(
+        self, directory: Path, initializers: list[ExternalInitializer], access: int = mmap.ACCESS_READ
+    ) -> None:
         self.initializers = initializers
         self._maps: dict[str, tuple[mmap.mmap, np.ndarray]] = {}
         for location in sorted({i.location for i in initializers}):
             path = confined(directory, location, GptOssError, f"{directory}: external data location")
             try:
                 with open(path, "rb") as handle:
-                    mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+                    mapping = mmap.mmap(handle.fileno(), 0, access=access)
             except (OSError, ValueError) as exc:
                 raise GptOssError(f"{path}: cannot map the weights ({exc})") from None
             self._maps[location] = (mapping, np.frombuffer(mapping, dtype=np.uint8))
@@ -64,6 +68,10 @@ class MappedWeights:
                     f"{directory / item.location}: initializer {item.name} ends at byte {item.offset + item.length}, "
                     f"the file has {size}"
                 )
+
+    def mapping(self, location: str) -> mmap.mmap:
+        """The mapping of data file `location` (bounds of every initializer in it already checked)."""
+        return self._maps[location][0]
 
     def addresses(self) -> Iterator[tuple[str, int, int]]:
         """(name, address, size) of each initializer; valid until `close()`."""

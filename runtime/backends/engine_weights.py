@@ -2,9 +2,9 @@
 
 The ONNX export names each initializer after the step graph's parameter it came from, with that parameter's shape
 and dtype (bf16 linears of a bf16 engine, MXFP4 experts as packed bytes and scales). So the model is built with
-uninitialised storage and every parameter is pointed at its bytes in a private mapping of `model.onnx.data`: nothing
-is copied, the pages stay file-backed (the kernel can drop and reread them), and the engine directory is all the
-PyTorch-model backends need, without the checkpoint it was built from.
+uninitialised storage and every parameter is pointed at its bytes in a private (copy-on-write) mapping of
+`model.onnx.data`: nothing is copied, the pages stay file-backed (the kernel can drop and reread them), and the engine
+directory is all the PyTorch-model backends need, without the checkpoint it was built from.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from typing import Any
 
 from .. import contract
 from ..errors import GptOssError
-from ..files import confined
 from ..manifest import Manifest
-from ..mapped_weights import external_initializers
+from ..mapped_weights import MappedWeights, external_initializers
 
 ONNX_TENSOR_TYPES = {1: "float32", 2: "uint8", 10: "float16", 16: "bfloat16"}  # TensorProto data types we store
 
@@ -39,7 +38,7 @@ def step_graph_from_engine(manifest: Manifest) -> Any:
     graph = StepGraph(model, manifest.all_positions)
     onnx_path = manifest.path("onnx")
     initializers = {item.name: item for item in external_initializers(onnx.load(onnx_path, load_external_data=False))}
-    mappings: dict[str, mmap.mmap] = {}
+    data = MappedWeights(manifest.engine_dir, list(initializers.values()), access=mmap.ACCESS_COPY)
     weights = {}
     for name, parameter in graph.named_parameters():
         item = initializers.get(name)
@@ -50,21 +49,8 @@ def step_graph_from_engine(manifest: Manifest) -> Any:
                 f"{onnx_path}: initializer {name!r} should hold {list(parameter.shape)} {wanted} "
                 f"({parameter.nbytes} bytes); it is {f'{stored}, {item.length} bytes' if item else 'missing'}"
             )
-        if item.location not in mappings:
-            mappings[item.location] = _map(confined(manifest.engine_dir, item.location, GptOssError, str(onnx_path)))
-        mapping = mappings[item.location]
-        if item.offset + item.length > len(mapping):
-            raise GptOssError(f"{onnx_path}: initializer {name!r} ends past the end of {item.location}")
+        mapping = data.mapping(item.location)  # the tensors keep it alive; it is never closed
         flat = torch.frombuffer(mapping, dtype=parameter.dtype, count=parameter.numel(), offset=item.offset)
         weights[name] = flat.view(parameter.shape)
     graph.load_state_dict(weights, assign=True)
     return graph.eval()
-
-
-def _map(path: Any) -> mmap.mmap:
-    """A private (copy-on-write) mapping: writable as torch wants, the file itself never written."""
-    try:
-        with open(path, "rb") as handle:
-            return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
-    except (OSError, ValueError) as exc:
-        raise GptOssError(f"{path}: cannot map the engine's weights ({exc})") from None
