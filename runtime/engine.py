@@ -16,7 +16,7 @@ from .chat import REPLY_STOP_TOKENS, Message, Reply, encode_conversation, parse_
 from .classification import Classification, ClassificationRequest
 from .contract import BARE_MODEL
 from .embedding import Embedding, EmbeddingRequest
-from .errors import GptOssError
+from .errors import ContextLengthError, GptOssError
 from .generation import GenerationRequest, GenerationResult, Increment, StopCriteria, collect
 from .manifest import MANIFEST, Manifest, read_manifest
 from .op_signatures import PLUGIN_VERSION
@@ -87,7 +87,7 @@ class Engine:
         if bad:
             raise GptOssError(f"prompt {index}: token id {bad[0]} is outside the vocabulary (size {vocab})")
         if len(ids) >= self.manifest.max_seq_len:
-            raise GptOssError(
+            raise ContextLengthError(
                 f"prompt {index} has {len(ids)} tokens; this engine's maximum sequence is {self.manifest.max_seq_len} "
                 "(prompt and generated tokens together)"
             )
@@ -106,6 +106,12 @@ class Engine:
         if self.tokenizer is not None:
             ids |= {i for i in map(self.tokenizer.token_id, DEFAULT_STOP_TOKENS) if i is not None}
         return frozenset(ids)
+
+    def reply_stop_ids(self) -> frozenset[int]:
+        """The ids of the harmony tokens that end an assistant's turn (an error without the engine's tokenizer)."""
+        if self.tokenizer is None:
+            raise GptOssError(f"{self.manifest.engine_dir}: chat needs the engine's tokenizer.json")
+        return frozenset(self.tokenizer.special_id(token) for token in REPLY_STOP_TOKENS)
 
     def exclusive_rows(self, batch: int) -> AbstractContextManager[CacheRows]:
         """`batch` (at most max_batch) cache rows to step directly, for tools that need raw outputs; waits until
@@ -168,7 +174,7 @@ class Engine:
         if self.tokenizer is None:
             raise GptOssError(f"{self.manifest.engine_dir}: chat needs the engine's tokenizer.json")
         ids = encode_conversation(self.tokenizer, messages, reasoning_effort=reasoning_effort)
-        stop = [self.tokenizer.special_id(token) for token in REPLY_STOP_TOKENS]
+        stop = list(self.reply_stop_ids())
         result = self.generate(ids, max_new_tokens=max_new_tokens, stop=stop, **sampling)[0]
         return parse_reply(result.text)
 
@@ -187,10 +193,7 @@ class Engine:
             raise GptOssError(f"{self.manifest.engine_dir}: a {self.manifest.head} engine cannot classify")
         encoded = self._encode_all(inputs)
         requests = [ClassificationRequest(i, ids, self.config.id2label) for i, ids in enumerate(encoded)]
-        results: list[Classification | None] = [None] * len(requests)
-        for index, classification in self._scheduler.run(requests):
-            results[index] = classification
-        return results
+        return self._run_in_order(requests)
 
     # ------------------------------------------------------------------ hidden states
 
@@ -200,10 +203,13 @@ class Engine:
         if self.manifest.head != BARE_MODEL:
             head = self.manifest.head
             raise GptOssError(f"{self.manifest.engine_dir}: a {head} engine has no hidden states (build --head model)")
-        requests = [EmbeddingRequest(i, ids) for i, ids in enumerate(self._encode_all(inputs))]
-        results: list[Embedding | None] = [None] * len(requests)
-        for index, embedding in self._scheduler.run(requests):
-            results[index] = embedding
+        return self._run_in_order([EmbeddingRequest(i, ids) for i, ids in enumerate(self._encode_all(inputs))])
+
+    def _run_in_order(self, requests: list) -> list:
+        """The results of requests whose events are `(index, result)`, in request order."""
+        results: list = [None] * len(requests)
+        for index, result in self._scheduler.run(requests):
+            results[index] = result
         return results
 
 

@@ -13,5 +13,9 @@ class ConfigError(GptOssError):
     """A config.json value is missing, malformed or inconsistent."""
 
 
+class ContextLengthError(GptOssError):
+    """A prompt does not fit in the engine's maximum sequence."""
+
+
 class CheckpointError(GptOssError):
     """A checkpoint file or tensor is missing, truncated or has the wrong shape or dtype."""

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gptoss.runtime import GptOssError, Increment
-from gptoss.runtime.chat import REPLY_STOP_TOKENS, Message, encode_conversation, parse_reply
+from gptoss.runtime.chat import Message, encode_conversation, parse_reply
 
 from .errors import ApiError, bad_request
 from .harmony_stream import ChannelStream
@@ -70,11 +70,12 @@ def router(service: GenerationService, model_name: str) -> APIRouter:
                 engine.tokenizer, [m for message in body.messages for m in _harmony(message)],
                 reasoning_effort=body.reasoning_effort,
             )  # fmt: skip
-            ends = frozenset(engine.tokenizer.special_id(token) for token in REPLY_STOP_TOKENS)
+            ends = engine.reply_stop_ids()
         except GptOssError as error:  # the tokenizer lacks a harmony special token
             raise bad_request(f"messages: {error}", "messages") from None
         ids = service.encode(ids, "messages")
-        options = body.options(body.token_budget(body.requested_tokens(), service.room(ids), service.room(ids)), ends)
+        room = service.room(ids)
+        options = body.options(body.token_budget(body.requested_tokens(), room, room), ends)
         generation = service.start([ids], options, body.n)
         response = _Response("chatcmpl", "chat.completion", model_name, body.n, len(ids))
         if body.stream:
@@ -87,7 +88,7 @@ def router(service: GenerationService, model_name: str) -> APIRouter:
         body.refuse_unsupported()
         prompts = [service.encode(p, "prompt", i) for i, p in enumerate(body.prompts())]
         budget = min(body.token_budget(body.max_tokens, service.room(p), COMPLETION_DEFAULT_TOKENS) for p in prompts)
-        generation = service.start(prompts, body.options(budget, engine.default_stop_ids()), body.n)
+        generation = service.start(prompts, body.options(budget, service.default_stop), body.n)
         response = _Response("cmpl", "text_completion", model_name, body.n * len(prompts), sum(map(len, prompts)))
         if body.stream:
             return _sse(response.completion_chunks(generation, _include_usage(body)), generation)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gptoss.runtime import Engine, GptOssError, Increment
+from gptoss.runtime.errors import ContextLengthError
 
 from .errors import ApiError, bad_request, server_error
 from .metrics import Metrics
@@ -54,6 +55,7 @@ class GenerationService:
         self.engine = engine
         self.capacity = engine.manifest.max_batch + max_queue
         self.metrics = metrics
+        self.default_stop = engine.default_stop_ids()  # fixed for the engine: not rebuilt per request
         self._in_flight = 0  # choices admitted and not yet finished
         self._lock = threading.Lock()  # several event loops may share a service (Triton's model instances)
         engine.reserve_rows(engine.manifest.max_batch)
@@ -64,7 +66,7 @@ class GenerationService:
         try:
             return self.engine.encode(prompt, index)
         except GptOssError as error:
-            code = "context_length_exceeded" if "maximum sequence" in str(error) else None  # Engine.encode's words
+            code = "context_length_exceeded" if isinstance(error, ContextLengthError) else None
             raise bad_request(str(error), param, code) from None
 
     def room(self, prompt: list[int]) -> int:

@@ -68,7 +68,7 @@ class TritonModels:
                 max_tokens=int(_scalar(request, "max_tokens", min(DEFAULT_MAX_TOKENS, self.service.room(ids)))),
                 temperature=float(_scalar(request, "temperature", 0.0)), top_p=float(_scalar(request, "top_p", 1.0)),
                 top_k=int(_scalar(request, "top_k", 0)), seed=_optional_int(_scalar(request, "seed", None)),
-                stop=tuple(sorted(self.service.engine.default_stop_ids())),
+                stop=tuple(sorted(self.service.default_stop)),
             )  # fmt: skip
             if options.temperature < 0:
                 raise RequestError(f"temperature must be >= 0, got {options.temperature}")
