@@ -325,7 +325,8 @@ class GptOssWithHead(nn.Module):
         details = return_dict or labels is not None or output_hidden_states or output_router_logits
         new_len = lengths_from_mask(input_ids, attention_mask)
         caches = self.allocate_kv_caches(input_ids.shape[0], input_ids.shape[1])
-        decoded = self.model(input_ids, torch.zeros_like(new_len), new_len, caches, position_ids, collect=details)
+        collect = bool(output_hidden_states or output_router_logits)  # what reads the layers' outputs and routings
+        decoded = self.model(input_ids, torch.zeros_like(new_len), new_len, caches, position_ids, collect=collect)
         output = self.head_output(decoded.last_hidden_state, input_ids, **head_options)
         if not details:
             return output
@@ -353,7 +354,7 @@ class GptOssForCausalLM(GptOssWithHead):
 
     def head_output(self, hidden: torch.Tensor, input_ids: torch.Tensor, logits_to_keep: int | torch.Tensor = 0):
         """Logits at the positions `logits_to_keep` selects (`keep_positions`; 0: all)."""
-        return self.lm_head(keep_positions(hidden, logits_to_keep))
+        return self.project(keep_positions(hidden, logits_to_keep))
 
     def loss(self, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return losses.causal_lm(output, labels)

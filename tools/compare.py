@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import json
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -155,18 +154,8 @@ def _greedy(model, ids: list[int], tokens: int, use_hf: bool) -> list[int]:
 
 
 def _layer_states(model, ids: list[int]) -> list[torch.Tensor]:
-    """The output of every decoder layer of the project's PyTorch model but the last, for the tokens `ids`."""
-    captured: list[torch.Tensor] = []
-    hooks = [layer.register_forward_hook(lambda m, i, o: captured.append(o[0])) for layer in model.model.layers]
-    with torch.no_grad():
-        model(torch.tensor([ids]))
-    for hook in hooks:
-        hook.remove()
-    return captured[:-1]
-
-
-def _hf_layer_states(model, ids: list[int]) -> list[torch.Tensor]:
-    """Like `_layer_states` from Hugging Face's model (its last hidden state is after the final norm: left out)."""
+    """The output of every decoder layer but the last, for the tokens `ids`, on the CPU: the project's PyTorch model
+    or Hugging Face's, whose forwards take the same arguments (the last hidden state is after the final norm)."""
     with torch.no_grad():
         states = model(_batch_of(model, ids), output_hidden_states=True).hidden_states[1:-1]
     return [state.cpu() for state in states]
@@ -209,7 +198,7 @@ def compare(
     ours = _Side(
         [_engine_outputs(engine, ids) for ids in encoded],
         [engine.generate(ids, max_new_tokens=greedy_tokens, stop=[])[0].token_ids for ids in encoded] if causal else [],
-        text_accuracy.engine_pieces(engine, pieces, partial(_engine_outputs, engine)),
+        text_accuracy.engine_pieces(engine, pieces, _engine_outputs),
     )
     del engine
     reference_dir = Path(reference_dir)
@@ -225,7 +214,7 @@ def compare(
     )
     per_layer_errors = []
     if layer_states is not None:
-        hf_states = _hf_layer_states(model, encoded[0])
+        hf_states = _layer_states(model, encoded[0])
         per_layer_errors = [(a - b).abs().max().item() for a, b in zip(layer_states, hf_states, strict=True)]
     del model
     report = _report(ours, theirs, use_hf, reference_dir, backend_name, greedy_tokens if causal else 0)

@@ -142,8 +142,11 @@ class Piece:
 
 
 def engine_pieces(engine: Engine, pieces: list[list[int]], engine_logits) -> list[Piece]:
-    """The engine's side; `engine_logits(ids)` gives its logits `[S, V]`."""
-    return [Piece(negative_log_likelihoods(engine_logits(ids), ids), engine_layers(engine, ids)) for ids in pieces]
+    """The engine's side; `engine_logits(engine, ids)` gives its logits `[S, V]`."""
+    read = []
+    for ids in pieces:
+        read.append(Piece(negative_log_likelihoods(engine_logits(engine, ids), ids), engine_layers(engine, ids)))
+    return read
 
 
 def reference_pieces(model, pieces: list[list[int]], top_k: int) -> list[Piece]:
