@@ -119,7 +119,7 @@ def start_triton(
     max_queue: int = 64,
 ):  # fmt: skip
     """A started `pytriton.triton.Triton` (a context manager) serving both models of `engine`."""
-    check_environment()  # before the Triton object, which imports PyTriton
+    stub = check_environment()  # before the Triton object, which imports PyTriton
     from pytriton.model_config import ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
@@ -147,7 +147,7 @@ def start_triton(
                 config=ModelConfig(batching=False))  # fmt: skip
     triton.bind(model_name + STREAM_SUFFIX, models.stream, inputs, outputs,
                 config=ModelConfig(batching=False, decoupled=True))  # fmt: skip
-    with server_environment():
+    with server_environment(stub):
         try:
             triton.run()
         except BaseException:  # a server that did not come up still has a process and a workspace to clean
@@ -166,15 +166,16 @@ STUB_NUMPY = "1.26.4"
 STUB_ENV_VARIABLE = "GPTOSS_TRITON_STUB_ENV"  # a prepared stub environment, instead of the cached one (`stub_env`)
 
 
-def check_environment() -> None:
-    """Fail early, in one line, where PyTriton cannot work here; prepare the stub's environment."""
+def check_environment() -> Path | None:
+    """Fail early, in one line, where PyTriton cannot work here; prepare the stub's environment and return it
+    (`stub_env`)."""
     try:
         import pytriton  # noqa: F401
     except ImportError:
         raise GptOssError(
             "--triton needs PyTriton: pip install -e '.[serve,triton]' && pip install --no-deps nvidia-pytriton==0.7.0"
         ) from None
-    stub_env()
+    return stub_env()
 
 
 def stub_env() -> Path | None:
@@ -238,17 +239,17 @@ def _make_stub_env(env: Path, sites: list[str]) -> None:
 
 
 @contextmanager
-def server_environment() -> Iterator[None]:
+def server_environment(env: Path | None) -> Iterator[None]:
     """While the block runs, `tritonserver` (started by PyTriton's `Triton.run`) gets what its stubs need; afterwards
     everything is as before, so no other child of this process inherits it:
-    - the stub's Python environment (`stub_env`). PyTriton puts `bin` of "the Python backend's environment" first on
-      the server's PATH, and the stub's embedded interpreter finds its `python3`, hence its `pyvenv.cfg` and its
-      site-packages, there (it ignores PYTHONPATH);
+    - the stub's Python environment `env` (`stub_env`; None: this one). PyTriton puts `bin` of "the Python backend's
+      environment" first on the server's PATH, and the stub's embedded interpreter finds its `python3`, hence its
+      `pyvenv.cfg` and its site-packages, there (it ignores PYTHONPATH);
     - this interpreter's LIBDIR first on LD_LIBRARY_PATH: the stub links libpython3.X.so.1.0, and the loader would
       take the system's, whose built-in modules may not match this interpreter's standard library (pyenv, conda)."""
     from pytriton.server import triton_server
 
-    env, libdir = stub_env(), _libpython_dir()
+    libdir = _libpython_dir()
     saved_getter, saved_path = triton_server.get_triton_python_backend_python_env, os.environ.get("LD_LIBRARY_PATH")
     if env is not None:
         triton_server.get_triton_python_backend_python_env = lambda: env

@@ -208,7 +208,7 @@ def echo():
     triton.bind("echo", identity, [Tensor(name=n, dtype=t, shape=(2, 3)) for n, t in dtypes.items()],
                 [Tensor(name=n, dtype=t, shape=(2, 3)) for n, t in dtypes.items()],
                 config=ModelConfig(batching=False))  # fmt: skip
-    with server_environment():
+    with server_environment(stub_env()):
         triton.run()
     with triton:  # stops it at the end
         yield ports, received
