@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 DOMAIN = "gptoss"  # ONNX domain of the custom nodes
@@ -99,13 +100,17 @@ class OpSignature:
         """Parameters of the PyTorch op, in order: every input, then the passed attributes."""
         return tuple(t.name for t in self.inputs) + tuple(a.name for a in self.passed_attributes)
 
-    def python_signature(self) -> inspect.Signature:
-        """`parameters` as a Python signature (defaults included), for functions that take the op's arguments."""
+    @cached_property
+    def _signature(self) -> inspect.Signature:
         defaults = {a.name: a.default for a in self.passed_attributes if a.default is not None}
         return inspect.Signature([
             inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults.get(name, inspect._empty))
             for name in self.parameters
         ])  # fmt: skip
+
+    def python_signature(self) -> inspect.Signature:
+        """`parameters` as a Python signature (defaults included), for functions that take the op's arguments."""
+        return self._signature
 
     def bind(self, args: tuple, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The PyTorch op's arguments by parameter name, defaults filled in (a TypeError names what is wrong)."""

@@ -13,6 +13,7 @@ import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -119,21 +120,26 @@ class CpuKernels:
         values = kernels.sink_attention.signature.bind(args, kwargs)
         out = torch.empty_like(values["q"])
         cache = torch.empty_like(values["kv_cache"]) if kv_cache_out is None else kv_cache_out
-        self.prepared(kernels.sink_attention, *args, out=out, kv_cache_out=cache, **kwargs)()
+        self._prepared(kernels.sink_attention, values, [out, cache])()
         return out, cache
 
     def moe(self, *args, **kwargs) -> torch.Tensor:
         """`ops.moe`'s arguments."""
-        out = torch.empty_like(kernels.moe.signature.bind(args, kwargs)["hidden"])
-        self.prepared(kernels.moe, *args, out=out, **kwargs)()
+        values = kernels.moe.signature.bind(args, kwargs)
+        out = torch.empty_like(values["hidden"])
+        self._prepared(kernels.moe, values, [out])()
         return out
 
     def prepared(self, kernel: kernels.Kernel, *args, **kwargs) -> Callable[[], None]:
         """A call of `kernel` (kernels.sink_attention or kernels.moe) with the PyTorch op's arguments and its outputs
         as keywords, with descriptor, workspace and pointers fixed: calling it repeats the kernel call alone."""
         outputs = [kwargs.pop(t.name) for t in kernel.signature.outputs]
-        desc = kernel.descriptor(*args, **kwargs)
-        values = kernel.signature.bind(args, kwargs)
+        return self._prepared(kernel, kernel.signature.bind(args, kwargs), outputs)
+
+    def _prepared(self, kernel: kernels.Kernel, values: dict[str, Any],
+                  outputs: list[torch.Tensor]) -> Callable[[], None]:  # fmt: skip
+        """`prepared` from the bound arguments (`signature.bind`) and the output tensors in signature order."""
+        desc = kernel.descriptor_of(values)
         workspace = torch.empty(getattr(self.lib, f"{kernel.symbol}_workspace_size")(ctypes.byref(desc)),
                                 dtype=torch.uint8)  # fmt: skip
         tensors = [values[t.name] for t in kernel.signature.inputs] + outputs + [workspace]

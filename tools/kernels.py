@@ -111,7 +111,10 @@ class Kernel:
 
     def descriptor(self, *args: Any, **kwargs: Any) -> Any:
         """The C descriptor of a call with these arguments (those of the PyTorch op)."""
-        values = self.signature.bind(args, kwargs)
+        return self.descriptor_of(self.signature.bind(args, kwargs))
+
+    def descriptor_of(self, values: Mapping[str, Any]) -> Any:
+        """The C descriptor of a call with these bound arguments (`signature.bind`)."""
         return self._descriptor(values, self._attributes(values))
 
     def workspace_size(self, *args: Any, **kwargs: Any) -> int:

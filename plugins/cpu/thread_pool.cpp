@@ -1,5 +1,6 @@
-// The pool behind parallel_for. Workers spin briefly after each job (decode issues many short calls in a row),
-// then sleep on a condition variable. One job at a time: a global mutex serializes callers and guards the pool's
+// The pool behind parallel_for. After each job a worker polls for the next one, then sleeps on a condition variable:
+// a decode step issues a kernel call every few hundred microseconds (the model's own ops run in between), and a
+// sleeping worker wakes too late to share the short calls. One job at a time: a global mutex serializes callers and guards the pool's
 // lifetime; after fork() the child starts a fresh pool (the parent's threads do not exist there).
 #include "thread_pool.h"
 
@@ -18,7 +19,10 @@
 namespace gptoss_cpu {
 namespace {
 
-constexpr auto kSpin = std::chrono::microseconds(100);  // how long an idle worker polls before it sleeps
+// An idle worker spins for kSpin, then keeps polling until kPoll but yields its CPU between polls (so that other
+// threads of the process, such as PyTorch's, run), then sleeps.
+constexpr auto kSpin = std::chrono::microseconds(100);
+constexpr auto kPoll = std::chrono::milliseconds(5);
 
 thread_local bool tls_in_job = false;  // set while this thread runs a job's chunks
 
@@ -84,14 +88,21 @@ private:
 
     // Waits until a job newer than `seen` starts (true) or the pool stops (false).
     bool wait_for_job(uint64_t seen) {
-        const auto until = std::chrono::steady_clock::now() + kSpin;
+        const auto start = std::chrono::steady_clock::now();
         for (int i = 0; epoch_ == seen && !stop_; ++i) {
-            cpu_relax();
-            if (i % 256 == 0 && std::chrono::steady_clock::now() > until) {
+            if (i % 256 != 0) {
+                cpu_relax();
+                continue;
+            }
+            const auto idle = std::chrono::steady_clock::now() - start;
+            if (idle > kPoll) {
                 std::unique_lock<std::mutex> lock(sleep_mutex_);
                 ++sleepers_;
                 wake_.wait(lock, [&] { return epoch_ != seen || stop_; });
                 --sleepers_;
+            } else if (idle > kSpin) {
+                std::this_thread::yield();
+                i = -1;  // poll once per yield from now on
             }
         }
         return !stop_;
