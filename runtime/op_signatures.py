@@ -95,7 +95,7 @@ class OpSignature:
     def passed_attributes(self) -> tuple[Attribute, ...]:
         return tuple(a for a in self.attributes if a.derive is None)
 
-    @property
+    @cached_property
     def parameters(self) -> tuple[str, ...]:
         """Parameters of the PyTorch op, in order: every input, then the passed attributes."""
         return tuple(t.name for t in self.inputs) + tuple(a.name for a in self.passed_attributes)
@@ -114,6 +114,8 @@ class OpSignature:
 
     def bind(self, args: tuple, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The PyTorch op's arguments by parameter name, defaults filled in (a TypeError names what is wrong)."""
+        if not kwargs and len(args) == len(self.parameters):  # every argument by position: the models' calls
+            return dict(zip(self.parameters, args, strict=True))
         bound = self.python_signature().bind(*args, **kwargs)
         bound.apply_defaults()
         return dict(bound.arguments)

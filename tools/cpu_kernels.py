@@ -43,8 +43,11 @@ class LinearDesc(ctypes.Structure):
                 ("y_dtype", ctypes.c_int)]  # fmt: skip
 
 
+_DTYPE_CODES = {getattr(torch, name): code for name, code in kernels.DTYPE_CODES.items()}
+
+
 def dtype_code(tensor: torch.Tensor) -> int:
-    return kernels.DTYPE_CODES[kernels.element_type(tensor)]
+    return _DTYPE_CODES[tensor.dtype]
 
 
 def pointer(tensor: torch.Tensor | None) -> int | None:
