@@ -71,6 +71,7 @@ class CpuKernels:
             "gptoss_cpu_set_num_threads": ([ctypes.c_int], None),
             "gptoss_cpu_read": ([ctypes.c_void_p, ctypes.c_size_t], ctypes.c_float),
             "gptoss_cpu_linear": ([ctypes.POINTER(LinearDesc)] + [ctypes.c_void_p] * 4, ctypes.c_int),
+            "gptoss_cpu_linear_tiles": ([], ctypes.c_int),
         }
         for kernel in (kernels.sink_attention, kernels.moe):
             desc = ctypes.POINTER(kernel.Descriptor)
@@ -86,6 +87,10 @@ class CpuKernels:
 
     def isa(self) -> str:
         return self.lib.gptoss_cpu_isa().decode()
+
+    def linear_tiles(self) -> bool:
+        """Whether bf16 x bf16 linears run on AMX tiles."""
+        return bool(self.lib.gptoss_cpu_linear_tiles())
 
     def set_isa(self, name: str) -> None:
         if self.lib.gptoss_cpu_set_isa(name.encode()):

@@ -38,12 +38,9 @@ inline void add_gemm_tasks(std::vector<GemmTask>& tasks, int problem, int rows, 
     }
 }
 
-// Runs every task with `kernels`; epilogue(task, c) receives c[(t - t0) * (r1 - r0) + r - r0].
-// Problems whose activations are bf16 (x_bf16) use kernels.gemm_bf16.
+// Runs every task with `gemm`; epilogue(task, c) receives c[(t - t0) * (r1 - r0) + r - r0].
 template <class Epilogue>
-void run_gemm_tasks(const Isa& kernels, const std::vector<GemmTask>& tasks, const Gemm* problems, bool x_bf16,
-                    Epilogue&& epilogue) {
-    const GemmFn gemm = x_bf16 ? kernels.gemm_bf16 : kernels.gemm;
+void run_gemm_tasks(GemmFn gemm, const std::vector<GemmTask>& tasks, const Gemm* problems, Epilogue&& epilogue) {
     parallel_for(static_cast<int64_t>(tasks.size()), 1, [&](int64_t begin, int64_t end) {
         float c[kMaxChunkRows * kChunkTokens];
         for (int64_t i = begin; i < end; ++i) {

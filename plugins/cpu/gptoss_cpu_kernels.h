@@ -30,11 +30,14 @@ typedef struct gptoss_linear_desc {
 
 /*
  * y = x @ weight^T + bias, row-major and contiguous; bias may be NULL. Products and sums in float32, y rounded
- * once. bf16 x with bf16 weights uses AVX512-BF16 dot products where the CPU has them (bf16 denormals, below
- * 1.2e-38, then count as zero); every other combination converts exactly to float32 and uses FMA.
+ * once. bf16 x with bf16 weights uses AMX tiles or AVX512-BF16 dot products where the CPU has them (bf16
+ * denormals, below 1.2e-38, then count as zero); every other combination converts exactly to float32 and uses FMA.
  * Returns 0, or 1 (cudaErrorInvalidValue) for a bad descriptor or NULL pointer.
  */
 int gptoss_cpu_linear(const gptoss_linear_desc* desc, const void* x, const void* weight, const void* bias, void* y);
+
+/* 1 when bf16 x bf16 linears run on AMX tiles (ISA "avx512", a CPU with AMX-BF16 that the kernel lets us use). */
+int gptoss_cpu_linear_tiles(void);
 
 /* Threads used by every kernel (the caller included); set_num_threads(0) goes back to the default. */
 int gptoss_cpu_num_threads(void);

@@ -21,6 +21,7 @@ struct Gemm {
     const void* x;  // [tokens, ldx]: float32 (with MXFP4 weights in mxfp4_position order), or bf16 for gemm_bf16
     size_t ldx;
     int tokens;
+    const void* packed = nullptr;  // x as amx::pack_activations lays it out, for amx::gemm_bf16
 };
 
 // Position of activation element i in the layout MXFP4 gemms read: each group of 2L elements holds its even

@@ -146,7 +146,7 @@ private:
 
     void gate_up() {
         const std::vector<GemmTask> work = tasks(gate_up_, ws_.x);
-        run_gemm_tasks(kernels_, work, problems_.data(), false, [&](const GemmTask& task, const float* c) {
+        run_gemm_tasks(kernels_.gemm, work, problems_.data(), [&](const GemmTask& task, const float* c) {
             const int e = experts_[task.problem], rows = task.r1 - task.r0, pairs = rows / 2;
             const float* bias = gate_up_.bias + static_cast<size_t>(e) * gate_up_.rows + task.r0;
             float gate[kMaxChunkRows / 2] = {}, up[kMaxChunkRows / 2] = {}, h[kMaxChunkRows / 2];  // room for swiglu
@@ -165,7 +165,7 @@ private:
 
     void down() {
         const std::vector<GemmTask> work = tasks(down_, ws_.h);
-        run_gemm_tasks(kernels_, work, problems_.data(), false, [&](const GemmTask& task, const float* c) {
+        run_gemm_tasks(kernels_.gemm, work, problems_.data(), [&](const GemmTask& task, const float* c) {
             const int e = experts_[task.problem], rows = task.r1 - task.r0;
             const float* bias = down_.bias + static_cast<size_t>(e) * down_.rows;
             for (int t = task.t0; t < task.t1; ++t) {
