@@ -6,12 +6,15 @@ import dataclasses
 import shutil
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import hf_greedy, load_hf, random_ids
 
 from gptoss.exporter.build import BuildOptions, build
+from gptoss.exporter.model import GptOssModel
 from gptoss.runtime import Engine, GptOssError, backends
+from gptoss.runtime.backends.cpu_decode import NativeDecode
 from gptoss.runtime.backends.engine_weights import step_graph_from_engine
 from gptoss.runtime.manifest import read_manifest
 from gptoss.tools.cpu_kernels import build as build_cpu_kernels
@@ -47,6 +50,32 @@ def test_bf16_engine_matches_the_torch_backend(checkpoint_factory, tmp_path):
     # magnitude ~7 may differ by a few bf16 ulps (0.03 each there; 0.031 measured): 0.25 absolute is 8 ulps
     assert float((_last_logits(ours) - expected).abs().max()) <= 0.25
     assert torch.equal(_last_logits(ours).argmax(), expected.argmax())
+
+
+def test_bf16_decode_steps_in_one_call_per_layer_equal_the_models_own(checkpoint_factory, tmp_path):
+    """bf16 decode steps run each layer up to its MoE in one native call (runtime/backends/cpu_decode.py); the ops
+    and their roundings are the model's, so logits must be bit for bit those of the model's own forward: two rows
+    of different lengths, decoded past the sliding window (16) so that its ring wraps."""
+    build_cpu_kernels()
+    checkpoint = checkpoint_factory("demo", expert_format="mxfp4")
+    engine_dir = build(checkpoint, tmp_path / "engine", BuildOptions(precision="bf16", max_seq_len=64)).engine_dir
+    engine = Engine.load(engine_dir, backend="cpu")
+    model = next(m for m in engine.backend.graph.modules() if isinstance(m, GptOssModel))
+    native = model.forward.__self__
+    assert isinstance(native, NativeDecode)
+
+    def decode(forward) -> list[np.ndarray]:
+        model.forward = forward
+        with engine.exclusive_rows(2) as rows:
+            first, second = rows.acquire(), rows.acquire()
+            logits = rows.step({first: PROMPT, second: PROMPT[:9]})
+            steps = []
+            for _ in range(20):
+                steps.append(np.stack([logits[first], logits[second]]))
+                logits = rows.step({row: [int(logits[row].argmax())] for row in (first, second)})
+        return steps
+
+    assert all(np.array_equal(a, b) for a, b in zip(decode(native.forward), decode(native._model_forward), strict=True))
 
 
 def test_engine_runs_from_its_own_weights_without_the_checkpoint(checkpoint_factory, tmp_path):

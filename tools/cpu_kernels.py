@@ -43,6 +43,18 @@ class LinearDesc(ctypes.Structure):
                 ("y_dtype", ctypes.c_int)]  # fmt: skip
 
 
+class DecodeAttentionDesc(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int32) for name in ("batch", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
+                                                    "capacity", "sliding_window", "num_experts")] + [
+        ("rms_norm_eps", ctypes.c_float), ("scale", ctypes.c_float), ("dtype", ctypes.c_int)]  # fmt: skip
+
+
+class DecodeAttentionWeights(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in (
+        "input_norm", "post_norm", "sinks", "q", "q_bias", "k", "k_bias", "v", "v_bias", "o", "o_bias", "router",
+        "router_bias")]  # fmt: skip
+
+
 _DTYPE_CODES = {getattr(torch, name): code for name, code in kernels.DTYPE_CODES.items()}
 
 
@@ -72,6 +84,10 @@ class CpuKernels:
             "gptoss_cpu_read": ([ctypes.c_void_p, ctypes.c_size_t], ctypes.c_float),
             "gptoss_cpu_linear": ([ctypes.POINTER(LinearDesc)] + [ctypes.c_void_p] * 4, ctypes.c_int),
             "gptoss_cpu_linear_tiles": ([], ctypes.c_int),
+            "gptoss_cpu_decode_attention": (
+                [ctypes.POINTER(DecodeAttentionDesc), ctypes.POINTER(DecodeAttentionWeights)] + [ctypes.c_void_p] * 9,
+                ctypes.c_int),
+            "gptoss_cpu_decode_attention_workspace_size": ([ctypes.POINTER(DecodeAttentionDesc)], ctypes.c_size_t),
         }
         for kernel in (kernels.sink_attention, kernels.moe):
             desc = ctypes.POINTER(kernel.Descriptor)

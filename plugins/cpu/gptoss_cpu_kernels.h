@@ -39,6 +39,51 @@ int gptoss_cpu_linear(const gptoss_linear_desc* desc, const void* x, const void*
 /* 1 when bf16 x bf16 linears run on AMX tiles (ISA "avx512", a CPU with AMX-BF16 that the kernel lets us use). */
 int gptoss_cpu_linear_tiles(void);
 
+/*
+ * One decode step of a decoder layer up to its MoE, for B rows of one new token each (exporter/model.py):
+ *   normed = rmsnorm(h, input_norm); q, k, v = linears of normed; RoPE on q and k with cos/sin [B, D/2];
+ *   sink attention over kv_cache (updated in place, as gptoss_sink_attention with kv_cache_out = kv_cache);
+ *   h += o_proj(attention)   (in place);   normed = rmsnorm(h, post_norm);   router_logits = router(normed).
+ * h, normed [B,H], cos, sin, router_logits [B,E], the dense weights and biases and the cache are of `dtype`; norms
+ * and sinks float32. Each op rounds where the PyTorch model rounds (RMSNorm in float32; RoPE's products, sums and
+ * differences each to dtype). Returns 0, or 1 for a bad descriptor or NULL pointer (biases may be NULL).
+ */
+typedef struct gptoss_decode_attention_desc {
+    int32_t batch;          /* B */
+    int32_t hidden_size;    /* H */
+    int32_t num_heads;      /* Hq */
+    int32_t num_kv_heads;   /* Hkv */
+    int32_t head_dim;       /* D */
+    int32_t capacity;       /* C: cache slots per row */
+    int32_t sliding_window; /* W: 0 = full attention */
+    int32_t num_experts;    /* E: router outputs */
+    float rms_norm_eps;
+    float scale; /* attention score scale */
+    gptoss_dtype dtype;
+} gptoss_decode_attention_desc;
+
+typedef struct gptoss_decode_attention_weights {
+    const float* input_norm; /* [H] */
+    const float* post_norm;  /* [H] */
+    const float* sinks;      /* [Hq] */
+    const void* q;           /* [Hq*D, H] */
+    const void* q_bias;
+    const void* k; /* [Hkv*D, H] */
+    const void* k_bias;
+    const void* v; /* [Hkv*D, H] */
+    const void* v_bias;
+    const void* o; /* [H, Hq*D] */
+    const void* o_bias;
+    const void* router; /* [E, H] */
+    const void* router_bias;
+} gptoss_decode_attention_weights;
+
+size_t gptoss_cpu_decode_attention_workspace_size(const gptoss_decode_attention_desc* desc);
+int gptoss_cpu_decode_attention(const gptoss_decode_attention_desc* desc,
+                                const gptoss_decode_attention_weights* weights, void* h, const void* cos,
+                                const void* sin, void* kv_cache, const int32_t* past_len, const int32_t* new_len,
+                                void* normed, void* router_logits, void* workspace);
+
 /* Threads used by every kernel (the caller included); set_num_threads(0) goes back to the default. */
 int gptoss_cpu_num_threads(void);
 void gptoss_cpu_set_num_threads(int num_threads);

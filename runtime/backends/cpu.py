@@ -28,7 +28,12 @@ class CpuBackend(TorchBackend):
     name = "cpu"
 
     def __init__(self, manifest: Manifest, device: str = "cpu", model: Any = None) -> None:
+        import torch
+
+        from gptoss.exporter.model import GptOssModel
         from gptoss.tools.cpu_kernels import BUILD_DIR, LIBRARY_NAME, CpuKernels
+
+        from .cpu_decode import NativeDecode
 
         library = BUILD_DIR / LIBRARY_NAME
         if not library.is_file():
@@ -37,6 +42,9 @@ class CpuBackend(TorchBackend):
         kernels = CpuKernels(library)
         small = SMALL_LINEAR_TOKENS[kernels.linear_tiles()]
         route_ops(self.graph, kernels.sink_attention, kernels.moe, partial(_linear, kernels, small))
+        model = next(m for m in self.graph.modules() if isinstance(m, GptOssModel))
+        if model.embed_tokens.weight.dtype == torch.bfloat16:
+            NativeDecode(kernels, model)
 
 
 def _linear(kernels: Any, small: int, x: Any, weight: Any, bias: Any) -> Any:
