@@ -42,8 +42,8 @@ TileConfig make_config() {
 }
 
 // Rows [r, r + 16 * R) x the first n tokens of a packed chunk of 16 into c[token * ldc + row - r] (R row tiles share
-// each activation tile). Each weight tile row is prefetched a few blocks ahead: 16 rows read side by side are too many streams for
-// the hardware prefetchers.
+// each activation tile). Each weight row is prefetched a few blocks ahead: 16 or 32 rows read side by side are too
+// many streams for the hardware prefetchers.
 template <int R>
 void row_tiles(const uint16_t* w, int k, const uint32_t* packed, int r, int n, float* c, int ldc) {
     const size_t pitch = static_cast<size_t>(k) * sizeof(uint16_t);

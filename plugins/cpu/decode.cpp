@@ -1,12 +1,14 @@
 // gptoss_cpu_decode_attention: the part of a decoder layer's decode step between two MoE calls, in one call, so
 // that a step runs no interpreter code between its kernels there. Each op is the one the PyTorch model runs
-// (exporter/model.py), rounded where the model rounds: RMSNorm in float32, linears through gptoss_cpu_linear, RoPE
-// as bf16/float32 elementwise ops, sink attention through gptoss_sink_attention, the residual add.
+// (exporter/model.py), rounded where the model rounds: RMSNorm in float32, linears as gptoss_cpu_linear (q, k and
+// v in one parallel job), RoPE as bf16/float32 elementwise ops, sink attention through gptoss_sink_attention, the
+// residual add.
 #include <cmath>
 #include <vector>
 
 #include "common.h"
 #include "gptoss_cpu_kernels.h"
+#include "linear.h"
 
 namespace gptoss_cpu {
 namespace {
@@ -95,9 +97,10 @@ int decode_attention(const gptoss_decode_attention_desc& d, const gptoss_decode_
     const int kv_size = d.num_kv_heads * d.head_dim;
     const gptoss_dtype t = d.dtype;
     rms_norm(h, w.input_norm, rows, hidden, d.rms_norm_eps, t, s.normed);
-    int code = linear(s.normed, rows, hidden, w.q, w.q_bias, q_size, t, s.q);
-    if (!code) code = linear(s.normed, rows, hidden, w.k, w.k_bias, kv_size, t, s.k);
-    if (!code) code = linear(s.normed, rows, hidden, w.v, w.v_bias, kv_size, t, s.v);
+    const gptoss_linear_desc projection{rows, hidden, q_size, t, t, t, t};
+    const LinearOutput qkv[] = {
+        {w.q, w.q_bias, q_size, s.q}, {w.k, w.k_bias, kv_size, s.k}, {w.v, w.v_bias, kv_size, s.v}};
+    int code = linears(projection, s.normed, qkv, 3);
     if (code) return code;
     rope(s.q, cos, sin, rows, d.num_heads, d.head_dim, t);
     rope(s.k, cos, sin, rows, d.num_kv_heads, d.head_dim, t);

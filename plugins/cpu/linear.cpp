@@ -1,10 +1,12 @@
-// gptoss_cpu_linear: y = x W^T + b, parallel over chunks of output rows (and of tokens in prefill).
+// gptoss_cpu_linear: y = x W^T + b, parallel over chunks of output rows (and of tokens in prefill); linears: several
+// such outputs of one input in one job.
 #include <vector>
 
 #include "amx.h"
 #include "common.h"
 #include "gemm.h"
 #include "gptoss_cpu_kernels.h"
+#include "linear.h"
 
 namespace gptoss_cpu {
 namespace {
@@ -28,9 +30,11 @@ WeightFormat format_of(gptoss_dtype t) {
     return t == GPTOSS_FLOAT16 ? WeightFormat::kF16 : t == GPTOSS_BFLOAT16 ? WeightFormat::kBf16 : WeightFormat::kF32;
 }
 
-int linear(const gptoss_linear_desc& d, const void* x, const void* weight, const void* bias, void* y) {
+}  // namespace
+
+int linears(const gptoss_linear_desc& d, const void* x, const LinearOutput* outputs, int count) {
     const Isa& kernels = isa();
-    const size_t k = d.in_features, n = d.out_features;
+    const size_t k = d.in_features;
     const bool pairs = kernels.gemm_bf16 && d.x_dtype == GPTOSS_BFLOAT16 && d.weight_dtype == GPTOSS_BFLOAT16;
     const bool tiles = pairs && tiles_used();
     thread_local std::vector<float> converted;
@@ -39,36 +43,41 @@ int linear(const gptoss_linear_desc& d, const void* x, const void* weight, const
         for (size_t i = 0; i < converted.size(); ++i) converted[i] = load_float(x, i, d.x_dtype);
         x = converted.data();
     }
-    Gemm gemm{format_of(d.weight_dtype), weight, nullptr, d.in_features, x, k, d.num_tokens};
     thread_local std::vector<uint32_t> packed;
     if (tiles) {
         packed.resize(amx::packed_size(d.in_features, d.num_tokens));
         amx::pack_activations(static_cast<const uint16_t*>(x), k, d.in_features, d.num_tokens, packed.data());
-        gemm.packed = packed.data();
     }
+    std::vector<Gemm> problems;
     std::vector<GemmTask> tasks;
-    const int chunk = chunk_rows(d.out_features);
-    add_gemm_tasks(tasks, 0, d.out_features, d.num_tokens, tiles ? (chunk + 15) / 16 * 16 : chunk);
+    for (int j = 0; j < count; ++j) {
+        problems.push_back({format_of(d.weight_dtype), outputs[j].weight, nullptr, d.in_features, x, k, d.num_tokens,
+                            tiles ? packed.data() : nullptr});
+        const int chunk = chunk_rows(outputs[j].out_features);
+        add_gemm_tasks(tasks, j, outputs[j].out_features, d.num_tokens, tiles ? (chunk + 15) / 16 * 16 : chunk);
+    }
     const GemmFn run = tiles ? gemm_bf16_tiles : pairs ? kernels.gemm_bf16 : kernels.gemm;
-    run_gemm_tasks(run, tasks, &gemm, [&](const GemmTask& task, const float* c) {
+    run_gemm_tasks(run, tasks, problems.data(), [&](const GemmTask& task, const float* c) {
+        const LinearOutput& out = outputs[task.problem];
         const int rows = task.r1 - task.r0;
         for (int t = task.t0; t < task.t1; ++t) {
             for (int r = task.r0; r < task.r1; ++r) {
-                const float b = bias ? load_float(bias, r, d.bias_dtype) : 0.0f;
-                store_float(y, t * n + r, d.y_dtype, c[(t - task.t0) * rows + r - task.r0] + b);
+                const float b = out.bias ? load_float(out.bias, r, d.bias_dtype) : 0.0f;
+                store_float(out.y, static_cast<size_t>(t) * out.out_features + r, d.y_dtype,
+                            c[(t - task.t0) * rows + r - task.r0] + b);
             }
         }
     });
     return 0;
 }
 
-}  // namespace
 }  // namespace gptoss_cpu
 
 extern "C" GPTOSS_EXPORT int gptoss_cpu_linear(const gptoss_linear_desc* desc, const void* x, const void* weight,
                                                const void* bias, void* y) {
     if (!gptoss_cpu::valid_desc(desc, bias) || !x || !weight || !y) return gptoss_cpu::kInvalidValue;
-    return gptoss_cpu::linear(*desc, x, weight, bias, y);
+    const gptoss_cpu::LinearOutput output{weight, bias, desc->out_features, y};
+    return gptoss_cpu::linears(*desc, x, &output, 1);
 }
 
 extern "C" GPTOSS_EXPORT int gptoss_cpu_linear_tiles(void) { return gptoss_cpu::tiles_used() ? 1 : 0; }

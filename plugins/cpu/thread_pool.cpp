@@ -1,7 +1,7 @@
 // The pool behind parallel_for. After each job a worker polls for the next one, then sleeps on a condition variable:
 // a decode step issues a kernel call every few hundred microseconds (the model's own ops run in between), and a
-// sleeping worker wakes too late to share the short calls. One job at a time: a global mutex serializes callers and guards the pool's
-// lifetime; after fork() the child starts a fresh pool (the parent's threads do not exist there).
+// sleeping worker wakes too late to share the short calls. One job at a time: a global mutex serializes callers and
+// guards the pool's lifetime; after fork() the child starts a fresh pool (the parent's threads do not exist there).
 #include "thread_pool.h"
 
 #include <pthread.h>

@@ -9,12 +9,14 @@ explicit position ids, float32 models) run the model as it is.
 from __future__ import annotations
 
 import ctypes
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 
 from gptoss.exporter import rope
 from gptoss.exporter.model import DecoderLayer, DecoderOutput, GptOssModel
+from gptoss.tools import kernels
 from gptoss.tools.cpu_kernels import CpuKernels, DecodeAttentionDesc, DecodeAttentionWeights, dtype_code, pointer
 from gptoss.tools.kernels import KernelError
 
@@ -23,10 +25,10 @@ class NativeDecode:
     """Takes over `model.forward` for the steps it runs natively; every other call goes to the model's own."""
 
     def __init__(self, kernels: CpuKernels, model: GptOssModel) -> None:
-        self.lib, self.model = kernels.lib, model
+        self.kernels, self.lib, self.model = kernels, kernels.lib, model
         self.weights = [_layer_weights(layer) for layer in model.layers]
         self._model_forward = model.forward
-        self._workspaces: dict[int, torch.Tensor] = {}
+        self._steps: dict[int, _Step] = {}
         model.forward = self.forward
 
     def forward(self, input_ids, past_len, new_len, kv_caches, position_ids=None, collect: bool = False) -> Any:
@@ -34,32 +36,62 @@ class NativeDecode:
         if collect or position_ids is not None or input_ids.shape[1] != 1:
             return self._model_forward(input_ids, past_len, new_len, kv_caches, position_ids, collect)
         h = model.embed_tokens(input_ids).contiguous()  # [B, 1, H], updated in place layer by layer
-        cos, sin = rope.cos_sin(past_len.to(torch.int64).unsqueeze(-1), model.inv_freq, model.rope_scale, h.dtype)
-        batch, hidden = h.shape[0], h.shape[-1]
-        normed = torch.empty(batch, hidden, dtype=h.dtype)
-        logits = torch.empty(batch, model.config.num_local_experts, dtype=h.dtype)
-        shared = [pointer(t) for t in (h, cos.contiguous(), sin.contiguous())]
-        rows = [pointer(past_len.contiguous()), pointer(new_len.contiguous()), pointer(normed), pointer(logits)]
-        for layer, weights, cache in zip(model.layers, self.weights, kv_caches, strict=True):
-            desc = _descriptor(layer, batch, cache.shape[3], h)
-            workspace = self._workspace(desc)
+        positions = past_len.to(torch.int64).unsqueeze(-1)
+        cos, sin = (t.contiguous() for t in rope.cos_sin(positions, model.inv_freq, model.rope_scale, h.dtype))
+        past_len, new_len = past_len.contiguous(), new_len.contiguous()
+        step = self._step(h.shape[0], h.dtype)
+        shared = [pointer(t) for t in (h, cos, sin)]
+        rows = [pointer(t) for t in (past_len, new_len, step.normed, step.logits)]
+        for layer, weights, cache, moe in zip(model.layers, self.weights, kv_caches, step.moe, strict=True):
+            desc = _descriptor(layer, h.shape[0], cache.shape[3], h)
             code = self.lib.gptoss_cpu_decode_attention(
-                ctypes.byref(desc), ctypes.byref(weights), *shared, pointer(cache), *rows, workspace.data_ptr()
+                ctypes.byref(desc), ctypes.byref(weights), *shared, pointer(cache), *rows, pointer(step.workspace)
             )
             if code:
                 raise KernelError(f"gptoss_cpu_decode_attention failed with error {code}")
-            top_logits, expert_ids = torch.topk(logits, layer.mlp.top_k, dim=-1)
-            moe = layer.mlp.experts(normed, expert_ids.to(torch.int32), torch.softmax(top_logits, dim=-1))
-            h += moe.view_as(h)
+            torch.topk(step.logits, layer.mlp.top_k, dim=-1, out=(step.top_logits, step.top_ids))
+            step.expert_ids.copy_(step.top_ids)
+            step.expert_weights.copy_(torch.softmax(step.top_logits, dim=-1))
+            moe()
+            h += step.moe_out.view_as(h)
         return DecoderOutput(model.norm(h), list(kv_caches), [], [])
 
-    def _workspace(self, desc: DecodeAttentionDesc) -> torch.Tensor:
-        """A workspace for `desc`'s shape, kept per batch size (every layer of a step needs the same)."""
-        size = self.lib.gptoss_cpu_decode_attention_workspace_size(ctypes.byref(desc))
-        kept = self._workspaces.get(desc.batch)
-        if kept is None or kept.numel() < size:
-            kept = self._workspaces[desc.batch] = torch.empty(size, dtype=torch.uint8)
-        return kept
+    def _step(self, batch: int, dtype: torch.dtype) -> _Step:
+        """The buffers and prepared MoE calls of a step of `batch` rows, made on the first such step."""
+        if batch not in self._steps:
+            config, layers = self.model.config, self.model.layers
+            top_k = config.num_experts_per_tok
+            normed = torch.empty(batch, config.hidden_size, dtype=dtype)
+            expert_ids = torch.empty(batch, top_k, dtype=torch.int32)
+            expert_weights = torch.empty(batch, top_k, dtype=dtype)
+            moe_out = torch.empty_like(normed)
+            moe = [self.kernels.prepared(
+                kernels.moe, normed, expert_ids, expert_weights, e.gate_up_weight, e.gate_up_scales, e.gate_up_bias,
+                e.down_weight, e.down_scales, e.down_bias, e.alpha, e.limit, out=moe_out,
+            ) for e in (layer.mlp.experts for layer in layers)]  # fmt: skip
+            desc = _descriptor(layers[0], batch, 1, normed)  # the workspace does not depend on the layer
+            workspace = torch.empty(self.lib.gptoss_cpu_decode_attention_workspace_size(ctypes.byref(desc)),
+                                    dtype=torch.uint8)  # fmt: skip
+            logits = torch.empty(batch, config.num_local_experts, dtype=dtype)
+            top_logits, top_ids = torch.empty(batch, top_k, dtype=dtype), torch.empty(batch, top_k, dtype=torch.int64)
+            self._steps[batch] = _Step(
+                normed, logits, top_logits, top_ids, expert_ids, expert_weights, moe_out, moe, workspace
+            )
+        return self._steps[batch]
+
+
+class _Step(NamedTuple):
+    """What every decode step of one batch size reuses."""
+
+    normed: torch.Tensor  # [B, H]: each layer's post-attention norm, the MoE's input
+    logits: torch.Tensor  # [B, E]: the router's
+    top_logits: torch.Tensor  # [B, k]
+    top_ids: torch.Tensor  # [B, k] int64, as topk gives them
+    expert_ids: torch.Tensor  # [B, k] int32, as the MoE takes them
+    expert_weights: torch.Tensor  # [B, k]
+    moe_out: torch.Tensor  # [B, H]
+    moe: list[Callable[[], None]]  # per layer: the MoE kernel on the buffers above
+    workspace: torch.Tensor  # gptoss_cpu_decode_attention's
 
 
 def _layer_weights(layer: DecoderLayer) -> DecodeAttentionWeights:
