@@ -98,6 +98,23 @@ constexpr Fp4Table make_fp4_table() {
 
 inline constexpr Fp4Table kFp4Table = make_fp4_table();
 
+// Consecutive 64-byte-aligned pieces of a caller's workspace; with a null base it only counts the bytes.
+class WorkspaceCarver {
+public:
+    explicit WorkspaceCarver(void* base) : base_(static_cast<char*>(base)) {}
+    template <class T>
+    T* take(size_t count) {
+        char* p = base_ ? base_ + used_ : nullptr;
+        used_ += (count * sizeof(T) + 63) / 64 * 64;
+        return reinterpret_cast<T*>(p);
+    }
+    size_t used() const { return used_; }
+
+private:
+    char* base_;
+    size_t used_ = 0;
+};
+
 }  // namespace gptoss_cpu
 
 #endif  // GPTOSS_CPU_COMMON_H

@@ -77,15 +77,11 @@ Scratch carve(const gptoss_decode_attention_desc& d, void* base) {
     const size_t elem = dtype_size(d.dtype), rows = d.batch;
     const size_t q = rows * d.num_heads * d.head_dim * elem, kv = rows * d.num_kv_heads * d.head_dim * elem;
     const size_t hidden = rows * d.hidden_size * elem;
-    size_t used = 0;
-    auto take = [&](size_t bytes) {
-        char* p = base ? static_cast<char*>(base) + used : nullptr;
-        used += (bytes + 63) / 64 * 64;
-        return p;
-    };
+    WorkspaceCarver carver(base);
     Scratch s{};
-    s.normed = take(hidden), s.q = take(q), s.k = take(kv), s.v = take(kv), s.attention = take(q), s.o = take(hidden);
-    s.bytes = used;
+    s.normed = carver.take<char>(hidden), s.q = carver.take<char>(q), s.k = carver.take<char>(kv);
+    s.v = carver.take<char>(kv), s.attention = carver.take<char>(q), s.o = carver.take<char>(hidden);
+    s.bytes = carver.used();
     return s;
 }
 

@@ -26,19 +26,14 @@ struct Workspace {
 
 Workspace carve(const gptoss_moe_desc& d, void* base) {
     const size_t a = static_cast<size_t>(std::min(d.num_tokens, kPassTokens)) * d.top_k;
-    size_t used = 0;
-    auto take = [&](size_t bytes) {
-        char* p = base ? static_cast<char*>(base) + used : nullptr;
-        used += (bytes + 63) / 64 * 64;
-        return p;
-    };
+    WorkspaceCarver carver(base);
     Workspace ws{};
-    ws.x = reinterpret_cast<float*>(take(a * d.hidden_size * sizeof(float)));
-    ws.h = reinterpret_cast<float*>(take(a * d.intermediate_size * sizeof(float)));
-    ws.y = reinterpret_cast<float*>(take(a * d.hidden_size * sizeof(float)));
-    ws.order = reinterpret_cast<int32_t*>(take(a * sizeof(int32_t)));
-    ws.offsets = reinterpret_cast<int32_t*>(take((d.num_experts + 1) * sizeof(int32_t)));
-    ws.bytes = used;
+    ws.x = carver.take<float>(a * d.hidden_size);
+    ws.h = carver.take<float>(a * d.intermediate_size);
+    ws.y = carver.take<float>(a * d.hidden_size);
+    ws.order = carver.take<int32_t>(a);
+    ws.offsets = carver.take<int32_t>(d.num_experts + 1);
+    ws.bytes = carver.used();
     return ws;
 }
 
