@@ -226,6 +226,9 @@ def bench(
             "--vs-genai", help="Also run ONNX Runtime GenAI (its own environment and model, made on first use)."
         ),
     ] = False,
+    repeat: Annotated[
+        int, typer.Option(help="Runs of the engine per batch size; the one at the median share of its limit is shown.")
+    ] = 1,
     backend: BackendOption = None,
 ) -> None:
     """Prefill and decode tokens/s, time to first token and peak memory, side by side with peers."""
@@ -234,7 +237,7 @@ def bench(
     peers = [peer for peer, wanted in (("huggingface", vs_hf), ("ort-genai", vs_genai)) if wanted]
     results = benchmark.run(
         engine_dir, backend=backend, batch_sizes=batch or [1, 4], prompt_len=prompt_len, new_tokens=new_tokens,
-        peers=peers,
+        peers=peers, repeat=repeat,
     )  # fmt: skip
     typer.echo(benchmark.table(results))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -235,6 +236,21 @@ def test_cli_generate_chat_and_classify(engines):
     assert result.returncode == 0 and "[final]" in result.stdout
     result = cli("classify", str(engines["sequence-classification"]), "-t", "Hello world", "-t", "GPT-OSS")
     assert result.returncode == 0 and result.stdout.count("label_") == 2
+
+
+def test_bench_repeat_shows_the_median_run(engines):
+    """`--repeat 3`: every run's share of its bandwidth limit is printed, and the run shown is the median one."""
+    from gptoss.tools.cpu_kernels import build as build_cpu_kernels
+
+    build_cpu_kernels()
+    args = ("bench", str(engines["causal"]), "-b", "1", "--prompt-len", "8", "--new-tokens", "4")
+    result = cli(*args, "--repeat", "3")
+    assert result.returncode == 0, result.stderr
+    shown = re.search(r"decode at (\d+)% of it", result.stdout).group(1)
+    runs = re.search(r"\(3 runs at (\d+)% (\d+)% (\d+)% of their limits", result.stdout).groups()
+    assert [int(r) for r in runs] == sorted(int(r) for r in runs) and runs[1] == shown
+    refused = cli(*args, "--repeat", "0")
+    assert refused.returncode != 0 and "--repeat must be at least 1" in refused.stderr
 
 
 def test_bench_vs_hf_prints_ratios(engines):

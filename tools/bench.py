@@ -34,6 +34,11 @@ class Measurement:
     decode_tok_s: float
     peak_mib: float
     limit_tok_s: float | None = None  # decode tokens/s the memory bandwidth allows (bandwidth / bytes per step)
+    repeats: tuple[float, ...] = ()  # with --repeat: decode / limit of every run, this one the median
+
+    @property
+    def limit_fraction(self) -> float | None:
+        return self.decode_tok_s / self.limit_tok_s if self.limit_tok_s else None
 
     @classmethod
     def of(cls, name: str, prompts: np.ndarray, new_tokens: int, ttft_s: float, decode_s: float, peak_mib: float):
@@ -117,6 +122,18 @@ def bench_engine(engine: Engine, prompts: np.ndarray, new_tokens: int) -> Measur
     return Measurement.of(engine.backend.name, prompts, new_tokens, ttft, decode, _peak_mib())
 
 
+def _measure(engine: Engine, prompts: np.ndarray, new_tokens: int) -> Measurement:
+    """`bench_engine`, with the bandwidth limit for backends on the CPU. The bandwidth of a shared machine drifts
+    within a minute: it is read right before and right after the run."""
+    before = probe_bandwidth() if engine.backend.name in HOST_BACKENDS else None
+    measurement = bench_engine(engine, prompts, new_tokens)
+    after = before and probe_bandwidth()
+    if before and after:
+        batch, prompt_len = prompts.shape
+        measurement.limit_tok_s = decode_limit(engine, batch, prompt_len + new_tokens // 2, (before + after) / 2)
+    return measurement
+
+
 def run(
     engine_dir: str | Path,
     *,
@@ -125,9 +142,14 @@ def run(
     prompt_len: int = 64,
     new_tokens: int = 32,
     peers: list[str] = (),
+    repeat: int = 1,
 ) -> list[list[Measurement]]:
     """For each batch size: the engine's measurement, then each peer's (`bench_peers.PEERS`) on the engine's source
-    checkpoint. The engine runs first, in this process, and is released before the peers run in theirs."""
+    checkpoint. The engine runs first, in this process, and is released before the peers run in theirs. With
+    `repeat` > 1 the engine runs that many times per batch size and its measurement is the run at the median
+    fraction of its bandwidth limit (or of decode speed where there is no limit), every run's fraction kept."""
+    if repeat < 1:
+        raise GptOssError(f"--repeat must be at least 1, got {repeat}")
     engine = Engine.load(engine_dir, backend)
     if engine.manifest.head != "causal-lm":
         raise GptOssError(f"{engine_dir}: bench measures causal-LM engines, this one is {engine.manifest.head}")
@@ -139,14 +161,12 @@ def run(
     bench_engine(engine, prompts[0][:1, :8], 2)  # warm-up: first-run allocations are not the engine's speed
     ours = []
     for batch in prompts:
-        # The bandwidth of a shared machine drifts within a minute: read it right before and right after the run.
-        before = probe_bandwidth() if engine.backend.name in HOST_BACKENDS else None
-        measurement = bench_engine(engine, batch, new_tokens)
-        after = before and probe_bandwidth()
-        if before and after:
-            bandwidth = (before + after) / 2
-            measurement.limit_tok_s = decode_limit(engine, len(batch), prompt_len + new_tokens // 2, bandwidth)
-        ours.append(measurement)
+        runs = [_measure(engine, batch, new_tokens) for _ in range(repeat)]
+        runs.sort(key=lambda m: m.limit_fraction or m.decode_tok_s)
+        median = runs[(len(runs) - 1) // 2]
+        if repeat > 1 and median.limit_tok_s:
+            median.repeats = tuple(m.limit_fraction for m in runs)
+        ours.append(median)
     checkpoint = Path(engine.manifest.source_checkpoint or ".")
     del engine
     gc.collect()
@@ -171,8 +191,12 @@ def table(results: list[list[Measurement]]) -> str:
         if ours.limit_tok_s:
             lines.append(
                 f"{'  limit':<14}{'':>43}{ours.limit_tok_s:>14.1f}   (memory bandwidth; decode at "
-                f"{ours.decode_tok_s / ours.limit_tok_s:.0%} of it)"
+                f"{ours.limit_fraction:.0%} of it)"
             )
+        if ours.repeats:
+            fractions = " ".join(f"{f:.0%}" for f in ours.repeats)
+            lines.append(f"{'  repeats':<14}{'':>43}{'':>14}   ({len(ours.repeats)} runs at {fractions} of their"
+                         f" limits; the median one above)")  # fmt: skip
         for peer in peers:
             ttft = peer.ttft_s / ours.ttft_s
             prefill = ours.prefill_tok_s / peer.prefill_tok_s
