@@ -106,8 +106,9 @@ void pack_activations(const uint16_t* x, size_t ldx, int k, int tokens, uint32_t
     }
 }
 
+bool fits(int k) { return k % kTileK == 0; }
+
 int gemm_bf16(const Gemm& g, int r0, int r1, int t0, int t1, float* c, int ldc) {
-    if (g.k % kTileK != 0) return r0;
     static const TileConfig config = make_config();
     const auto* w = static_cast<const uint16_t*>(g.w);
     const auto* packed = static_cast<const uint32_t*>(g.packed);

@@ -1,7 +1,7 @@
 // gptoss_cpu_decode_attention: the part of a decoder layer's decode step between two MoE calls, in one call, so
 // that a step runs no interpreter code between its kernels there. Each op is the one the PyTorch model runs
-// (exporter/model.py), rounded where the model rounds: RMSNorm in float32, linears as gptoss_cpu_linear (q, k and
-// v in one parallel job), RoPE as bf16/float32 elementwise ops, sink attention through gptoss_sink_attention, the
+// (exporter/model.py), rounded where the model rounds: RMSNorm in float32, linears as gptoss_cpu_linear computes them
+// (q, k and v in one parallel job), RoPE as bf16/float32 elementwise ops, sink attention through gptoss_sink_attention, the
 // residual add.
 #include <cmath>
 #include <vector>
@@ -21,7 +21,8 @@ bool valid_desc(const gptoss_decode_attention_desc* d) {
 
 // out = weight * (x * rsqrt(mean(x^2) + eps)) per row, in float32 (RMSNorm), rounded once to `t`.
 void rms_norm(const void* x, const float* weight, int rows, int n, float eps, gptoss_dtype t, void* out) {
-    std::vector<float> row(n);
+    thread_local std::vector<float> row;
+    row.resize(n);
     for (int r = 0; r < rows; ++r) {
         double squares = 0.0;
         for (int i = 0; i < n; ++i) {
@@ -64,7 +65,8 @@ void rope(void* x, const void* cos, const void* sin, int rows, int heads, int d,
 
 int linear(const void* x, int rows, int k, const void* weight, const void* bias, int n, gptoss_dtype t, void* y) {
     const gptoss_linear_desc desc{rows, k, n, t, t, t, t};
-    return gptoss_cpu_linear(&desc, x, weight, bias, y);
+    const LinearOutput output{weight, bias, n, y};
+    return linears(desc, x, &output, 1);
 }
 
 // Scratch of one call: the normed input, q, k, v, the attention output and o_proj's output.

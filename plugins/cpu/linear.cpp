@@ -36,7 +36,7 @@ int linears(const gptoss_linear_desc& d, const void* x, const LinearOutput* outp
     const Isa& kernels = isa();
     const size_t k = d.in_features;
     const bool pairs = kernels.gemm_bf16 && d.x_dtype == GPTOSS_BFLOAT16 && d.weight_dtype == GPTOSS_BFLOAT16;
-    const bool tiles = pairs && tiles_used();
+    const bool tiles = pairs && tiles_used() && amx::fits(d.in_features);
     thread_local std::vector<float> converted;
     if (!pairs && d.x_dtype != GPTOSS_FLOAT32) {
         converted.resize(d.num_tokens * k);
