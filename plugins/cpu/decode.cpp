@@ -1,8 +1,8 @@
 // gptoss_cpu_decode_attention: the part of a decoder layer's decode step between two MoE calls, in one call, so
 // that a step runs no interpreter code between its kernels there. Each op is the one the PyTorch model runs
-// (exporter/model.py), rounded where the model rounds: RMSNorm in float32, linears as gptoss_cpu_linear computes them
-// (q, k and v in one parallel job), RoPE as bf16/float32 elementwise ops, sink attention through gptoss_sink_attention, the
-// residual add.
+// (exporter/model.py), rounded where the model rounds: RMSNorm in float32, linears as gptoss_cpu_linear computes
+// them (q, k and v in one parallel job), RoPE as bf16/float32 elementwise ops, sink attention through
+// gptoss_sink_attention, the residual add.
 #include <cmath>
 #include <vector>
 
