@@ -26,8 +26,8 @@ struct Gemm {
 
 // Position of activation element i in the layout MXFP4 gemms read: each group of 2L elements holds its even
 // elements, then its odd ones, so that the low and high nibbles of L bytes meet L consecutive activations.
-inline size_t mxfp4_position(size_t i, int lanes) {
-    const size_t group = 2 * static_cast<size_t>(lanes), within = i % group;
+inline size_t mxfp4_position(size_t i, int lanes) {  // lanes: a power of two
+    const size_t group = 2 * static_cast<size_t>(lanes), within = i & (group - 1);
     return i - within + (within % 2) * lanes + within / 2;
 }
 

@@ -170,19 +170,21 @@ private:
         });
     }
 
-    // out[t] = sum over routed slots of weight * y, in float32, rounded once.
+    // out[t] = sum over routed slots of weight * y, in float32 (slot by slot), rounded once.
     void combine(const Pass& p) {
         const int h = d_.hidden_size, k = d_.top_k;
         parallel_for(p.tokens, 1, [&](int64_t begin, int64_t end) {
+            thread_local std::vector<float> sum;
+            sum.resize(h);
             for (int64_t t = begin; t < end; ++t) {
-                for (int r = 0; r < h; ++r) {
-                    float acc = 0.0f;
-                    for (int s = 0; s < k; ++s) {
-                        const size_t a = t * k + s;
-                        if (routed(p.ids[a])) acc += load_float(p.weights, a, d_.dtype) * ws_.y[a * h + r];
-                    }
-                    store_float(p.out, t * h + r, d_.dtype, acc);
+                std::fill(sum.begin(), sum.end(), 0.0f);
+                for (int s = 0; s < k; ++s) {
+                    const size_t a = t * k + s;
+                    if (!routed(p.ids[a])) continue;
+                    const float weight = load_float(p.weights, a, d_.dtype), *y = ws_.y + a * h;
+                    for (int r = 0; r < h; ++r) sum[r] += weight * y[r];
                 }
+                for (int r = 0; r < h; ++r) store_float(p.out, t * h + r, d_.dtype, sum[r]);
             }
         });
     }
