@@ -4,6 +4,7 @@
 #define GPTOSS_CPU_GEMM_H
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -38,15 +39,23 @@ inline void add_gemm_tasks(std::vector<GemmTask>& tasks, int problem, int rows, 
     }
 }
 
-// Runs every task with `gemm`; epilogue(task, c) receives c[(t - t0) * (r1 - r0) + r - r0].
+// Runs every task with `gemm`; epilogue(task, c) receives c[(t - t0) * (r1 - r0) + r - r0]. Each thread claims its
+// next task before it runs the current one and tells the kernel where that one's weights start (Gemm::next), so
+// that the first rows of a task arrive by prefetch rather than by demand misses.
 template <class Epilogue>
 void run_gemm_tasks(GemmFn gemm, const std::vector<GemmTask>& tasks, const Gemm* problems, Epilogue&& epilogue) {
-    parallel_for(static_cast<int64_t>(tasks.size()), 1, [&](int64_t begin, int64_t end) {
+    const int64_t count = static_cast<int64_t>(tasks.size());
+    std::atomic<int64_t> claimed{0};
+    parallel_for(num_threads(), 1, [&](int64_t, int64_t) {
         float c[kMaxChunkRows * kChunkTokens];
-        for (int64_t i = begin; i < end; ++i) {
+        for (int64_t i = claimed++; i < count;) {
+            const int64_t following = claimed++;
             const GemmTask& task = tasks[i];
-            gemm(problems[task.problem], task.r0, task.r1, task.t0, task.t1, c, task.r1 - task.r0);
+            Gemm g = problems[task.problem];
+            if (following < count) g.next = weight_row(problems[tasks[following].problem], tasks[following].r0);
+            gemm(g, task.r0, task.r1, task.t0, task.t1, c, task.r1 - task.r0);
             epilogue(task, static_cast<const float*>(c));
+            i = following;
         }
     });
 }

@@ -15,6 +15,7 @@ namespace {
 
 const Isa* best() {
     __builtin_cpu_init();  // we may run from a static initializer, before libgcc's own
+    if (avx512::digits_supported()) return &avx512::kIsaDigits;
     if (avx512::supported()) return avx512::bf16_supported() ? &avx512::kIsaBf16 : &avx512::kIsa;
     if (avx2::supported()) return &avx2::kIsa;
     return &scalar::kIsa;

@@ -82,6 +82,6 @@ bool supported() {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
-const Isa kIsa = {"avx2", V::L, gemm, nullptr, swiglu, attention, read};
+const Isa kIsa = {"avx2", V::L, gemm, nullptr, swiglu, attention, read, nullptr, nullptr};
 
 }  // namespace gptoss_cpu::avx2

@@ -129,7 +129,8 @@ namespace gptoss_cpu::avx512 {
 bool supported() { return __builtin_cpu_supports("avx512f"); }
 bool bf16_supported() { return supported() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16"); }
 
-const Isa kIsa = {"avx512", V::L, gemm, nullptr, swiglu, attention, read};
-const Isa kIsaBf16 = {"avx512", V::L, gemm, gemm_bf16, swiglu, attention, read};
+const Isa kIsa = {"avx512", V::L, gemm, nullptr, swiglu, attention, read, nullptr, nullptr};
+const Isa kIsaBf16 = {"avx512", V::L, gemm, gemm_bf16, swiglu, attention, read, nullptr, nullptr};
+const Isa kIsaDigits = {"avx512", V::L, gemm, gemm_bf16, swiglu, attention, read, gemm_mxfp4_digits, pack_digits};
 
 }  // namespace gptoss_cpu::avx512

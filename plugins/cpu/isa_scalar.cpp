@@ -42,6 +42,6 @@ constexpr int kRowsDecode = 4, kRows = 2, kTokens = 2;
 
 #include "kernels.inc"
 
-const Isa kIsa = {"scalar", V::L, gemm, nullptr, swiglu, attention, read};
+const Isa kIsa = {"scalar", V::L, gemm, nullptr, swiglu, attention, read, nullptr, nullptr};
 
 }  // namespace gptoss_cpu::scalar

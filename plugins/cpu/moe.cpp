@@ -19,8 +19,10 @@ struct Workspace {
     float* x;           // [A, H] each assignment's token as float32, in the gemm activation layout
     float* h;           // [A, I] SwiGLU outputs, same layout
     float* y;           // [A, H] expert outputs, row token * K + slot
+    uint8_t* digits;    // [A, digit_bytes(max(H, I))] the x or h row of an expert's only assignment, as digits
     int32_t* order;     // [A] token * K + slot of the assignments, grouped by expert
     int32_t* offsets;   // [E + 1] start of each expert's group in order
+    size_t digit_stride;
     size_t bytes;
 };
 
@@ -31,6 +33,8 @@ Workspace carve(const gptoss_moe_desc& d, void* base) {
     ws.x = carver.take<float>(a * d.hidden_size);
     ws.h = carver.take<float>(a * d.intermediate_size);
     ws.y = carver.take<float>(a * d.hidden_size);
+    ws.digit_stride = digit_bytes(std::max(d.hidden_size, d.intermediate_size));
+    ws.digits = carver.take<uint8_t>(a * ws.digit_stride);
     ws.order = carver.take<int32_t>(a);
     ws.offsets = carver.take<int32_t>(d.num_experts + 1);
     ws.bytes = carver.used();
@@ -67,6 +71,12 @@ struct ExpertWeights {
     }
 };
 
+// The experts' gemm: on activation digits where a problem has them (its expert's only token), else in float32.
+void expert_gemm(const Gemm& g, int r0, int r1, int t0, int t1, float* c, int ldc) {
+    const Isa& kernels = isa();
+    (g.packed ? kernels.gemm_mxfp4_digits : kernels.gemm)(g, r0, r1, t0, t1, c, ldc);
+}
+
 // The call's tensors, advanced to the current pass.
 struct Pass {
     const void* hidden;
@@ -79,12 +89,15 @@ struct Pass {
 class Moe {
 public:
     Moe(const gptoss_moe_desc& d, const ExpertWeights& gate_up, const ExpertWeights& down, const Workspace& ws)
-        : d_(d), gate_up_(gate_up), down_(down), ws_(ws), kernels_(isa()) {}
+        : d_(d), gate_up_(gate_up), down_(down), ws_(ws), kernels_(isa()),
+          digits_(kernels_.gemm_mxfp4_digits && gate_up.format == WeightFormat::kMxfp4) {}
 
     void run(const Pass& p) {
         group(p);
         gather(p);
+        pack_digits(ws_.x, d_.hidden_size);
         gate_up();
+        pack_digits(ws_.h, d_.intermediate_size);
         down();
         combine(p);
     }
@@ -126,6 +139,20 @@ private:
         });
     }
 
+    bool on_digits(int e) const { return digits_ && ws_.offsets[e + 1] - ws_.offsets[e] == 1; }
+
+    // The activation row [A, k] of each expert that has one token, as digits for gemm_mxfp4_digits.
+    void pack_digits(const float* x, int k) {
+        if (!digits_) return;
+        parallel_for(static_cast<int64_t>(experts_.size()), 1, [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) {
+                const int first = ws_.offsets[experts_[i]];
+                if (on_digits(experts_[i])) kernels_.pack_digits(x + static_cast<size_t>(first) * k, k,
+                                                                 ws_.digits + first * ws_.digit_stride);
+            }
+        });
+    }
+
     // Gemm tasks of one weight tensor over the routed experts, reading activations `x` ([A, k]).
     std::vector<GemmTask> tasks(const ExpertWeights& w, const float* x) {
         problems_.clear();
@@ -135,13 +162,14 @@ private:
             const int first = ws_.offsets[e], count = ws_.offsets[e + 1] - first;
             add_gemm_tasks(tasks, static_cast<int>(problems_.size()), w.rows, count, chunk);
             problems_.push_back(w.gemm(e, x + static_cast<size_t>(first) * w.k, count));
+            if (on_digits(e)) problems_.back().packed = ws_.digits + first * ws_.digit_stride;
         }
         return tasks;
     }
 
     void gate_up() {
         const std::vector<GemmTask> work = tasks(gate_up_, ws_.x);
-        run_gemm_tasks(kernels_.gemm, work, problems_.data(), [&](const GemmTask& task, const float* c) {
+        run_gemm_tasks(expert_gemm, work, problems_.data(), [&](const GemmTask& task, const float* c) {
             const int e = experts_[task.problem], rows = task.r1 - task.r0, pairs = rows / 2;
             const float* bias = gate_up_.bias + static_cast<size_t>(e) * gate_up_.rows + task.r0;
             float gate[kMaxChunkRows / 2] = {}, up[kMaxChunkRows / 2] = {}, h[kMaxChunkRows / 2];  // room for swiglu
@@ -160,7 +188,7 @@ private:
 
     void down() {
         const std::vector<GemmTask> work = tasks(down_, ws_.h);
-        run_gemm_tasks(kernels_.gemm, work, problems_.data(), [&](const GemmTask& task, const float* c) {
+        run_gemm_tasks(expert_gemm, work, problems_.data(), [&](const GemmTask& task, const float* c) {
             const int e = experts_[task.problem], rows = task.r1 - task.r0;
             const float* bias = down_.bias + static_cast<size_t>(e) * down_.rows;
             for (int t = task.t0; t < task.t1; ++t) {
@@ -193,6 +221,7 @@ private:
     const ExpertWeights gate_up_, down_;
     const Workspace ws_;
     const Isa& kernels_;
+    const bool digits_;          // one-token experts run gemm_mxfp4_digits
     std::vector<int> experts_;   // routed experts of the pass, ascending
     std::vector<Gemm> problems_;  // one per routed expert, for the current weight tensor
 };

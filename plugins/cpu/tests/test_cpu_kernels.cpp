@@ -32,7 +32,11 @@ int g_failures = 0;
 std::vector<const Isa*> supported_isas() {
     std::vector<const Isa*> isas{&scalar::kIsa};
     if (avx2::supported()) isas.push_back(&avx2::kIsa);
-    if (avx512::supported()) isas.push_back(avx512::bf16_supported() ? &avx512::kIsaBf16 : &avx512::kIsa);
+    if (avx512::digits_supported()) {
+        isas.push_back(&avx512::kIsaDigits);
+    } else if (avx512::supported()) {
+        isas.push_back(avx512::bf16_supported() ? &avx512::kIsaBf16 : &avx512::kIsa);
+    }
     return isas;
 }
 
@@ -126,6 +130,60 @@ void test_gemm_exact(const Isa& isa) {
     isa.gemm({WeightFormat::kMxfp4, blocks.data(), scales.data(), km, xm_layout.data(), static_cast<size_t>(km), tokens},
              0, n, 0, tokens, c.data(), n);
     expect(c.data(), mxfp4, km, xm, "mxfp4");
+    if (isa.gemm_mxfp4_digits) {  // one token per call; km: a last quad of three blocks
+        std::vector<uint8_t> digits(digit_bytes(km));
+        for (int t = 0; t < tokens; ++t) {
+            isa.pack_digits(xm_layout.data() + t * km, km, digits.data());
+            Gemm g{WeightFormat::kMxfp4, blocks.data(), scales.data(), km, nullptr, 0, 1, digits.data()};
+            isa.gemm_mxfp4_digits(g, 0, n, 0, 1, c.data() + t * n, n);
+        }
+        expect(c.data(), mxfp4, km, xm, "mxfp4 digits");
+    }
+}
+
+// Digits keep each activation to 2^-20 of its block's largest |x| (rounded to nearest): against exact sums, on
+// activations spread over 2^-40 .. 2^20 and rows of 16-row tiles and single rows, the error stays within that
+// rounding plus float32 summation, and a NaN activation makes every row NaN.
+void test_digits_bound(const Isa& isa) {
+    if (!isa.gemm_mxfp4_digits) return;
+    std::mt19937 rng(11);
+    const int n = 37, k = 2880, groups = k / 32;
+    std::vector<uint8_t> blocks(n * k / 2), scales(n * groups);
+    for (uint8_t& b : blocks) b = static_cast<uint8_t>(rng());
+    for (uint8_t& s : scales) s = static_cast<uint8_t>(120 + rng() % 8);
+    std::normal_distribution<float> normal;
+    std::vector<float> x(k), x_layout(k);
+    for (float& v : x) v = std::ldexp(normal(rng), static_cast<int>(rng() % 61) - 40);
+    for (int i = 0; i < k; ++i) x_layout[mxfp4_position(i, isa.lanes)] = x[i];
+    std::vector<uint8_t> digits(digit_bytes(k));
+    isa.pack_digits(x_layout.data(), k, digits.data());
+    std::vector<float> c(n);
+    const Gemm g{WeightFormat::kMxfp4, blocks.data(), scales.data(), k, nullptr, 0, 1, digits.data()};
+    isa.gemm_mxfp4_digits(g, 0, n, 0, 1, c.data(), n);
+    for (int r = 0; r < n; ++r) {
+        double exact = 0, bound = 0, magnitude = 0;
+        for (int b = 0; b < groups; ++b) {
+            double largest = 0, weights = 0;
+            for (int i = b * 32; i < b * 32 + 32; ++i) {
+                const int byte = blocks[(r * groups + b) * 16 + i % 32 / 2];
+                const double w = std::ldexp(static_cast<double>(kFp4Values[i % 2 ? byte >> 4 : byte & 15]),
+                                            scales[r * groups + b] - 127);
+                exact += w * x[i], magnitude += std::fabs(w * x[i]), weights += std::fabs(w);
+                largest = std::max(largest, static_cast<double>(std::fabs(x[i])));
+            }
+            bound += std::ldexp(1.0, std::ilogb(largest) - 20) * weights;
+        }
+        bound += 1e-6 * magnitude;  // float32 sums of 90 blocks
+        if (!(std::fabs(c[r] - exact) <= bound)) {
+            std::fprintf(stderr, "%s digits: row %d: %.9g vs exact %.9g (bound %.3g)\n", isa.name, r, c[r], exact, bound);
+            ++g_failures;
+            return;
+        }
+    }
+    x_layout[100] = NAN;
+    isa.pack_digits(x_layout.data(), k, digits.data());
+    isa.gemm_mxfp4_digits(g, 0, n, 0, 1, c.data(), n);
+    CHECK(std::all_of(c.begin(), c.end(), [](float v) { return std::isnan(v); }));
 }
 
 void test_swiglu(const Isa& isa) {
@@ -189,6 +247,7 @@ int main() {
     for (const Isa* isa : supported_isas()) {
         test_mxfp4_example(*isa);
         test_gemm_exact(*isa);
+        test_digits_bound(*isa);
         test_swiglu(*isa);
     }
     test_thread_pool();
