@@ -85,7 +85,7 @@ class CpuKernels:
             "gptoss_cpu_linear": ([ctypes.POINTER(LinearDesc)] + [ctypes.c_void_p] * 4, ctypes.c_int),
             "gptoss_cpu_linear_tiles": ([], ctypes.c_int),
             "gptoss_cpu_decode_attention": (
-                [ctypes.POINTER(DecodeAttentionDesc), ctypes.POINTER(DecodeAttentionWeights)] + [ctypes.c_void_p] * 9,
+                [ctypes.POINTER(DecodeAttentionDesc), ctypes.POINTER(DecodeAttentionWeights)] + [ctypes.c_void_p] * 10,
                 ctypes.c_int),
             "gptoss_cpu_decode_attention_workspace_size": ([ctypes.POINTER(DecodeAttentionDesc)], ctypes.c_size_t),
         }

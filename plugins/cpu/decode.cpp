@@ -87,13 +87,19 @@ Scratch carve(const gptoss_decode_attention_desc& d, void* base) {
     return s;
 }
 
+// h += x, elementwise in float32, rounded to t.
+void add_into(void* h, const void* x, size_t n, gptoss_dtype t) {
+    for (size_t i = 0; i < n; ++i) store_float(h, i, t, load_float(h, i, t) + load_float(x, i, t));
+}
+
 int decode_attention(const gptoss_decode_attention_desc& d, const gptoss_decode_attention_weights& w, void* h,
-                     const void* cos, const void* sin, void* kv_cache, const int32_t* past_len,
+                     const void* residual, const void* cos, const void* sin, void* kv_cache, const int32_t* past_len,
                      const int32_t* new_len, void* normed, void* router_logits, void* workspace) {
     const Scratch s = carve(d, workspace);
     const int rows = d.batch, hidden = d.hidden_size, q_size = d.num_heads * d.head_dim;
     const int kv_size = d.num_kv_heads * d.head_dim;
     const gptoss_dtype t = d.dtype;
+    if (residual) add_into(h, residual, static_cast<size_t>(rows) * hidden, t);
     rms_norm(h, w.input_norm, rows, hidden, d.rms_norm_eps, t, s.normed);
     const gptoss_linear_desc projection{rows, hidden, q_size, t, t, t, t};
     const LinearOutput qkv[] = {
@@ -108,9 +114,7 @@ int decode_attention(const gptoss_decode_attention_desc& d, const gptoss_decode_
                                  kv_cache, nullptr, nullptr);
     if (!code) code = linear(s.attention, rows, q_size, w.o, w.o_bias, hidden, t, s.o);
     if (code) return code;
-    for (size_t i = 0; i < static_cast<size_t>(rows) * hidden; ++i) {
-        store_float(h, i, t, load_float(h, i, t) + load_float(s.o, i, t));
-    }
+    add_into(h, s.o, static_cast<size_t>(rows) * hidden, t);
     rms_norm(h, w.post_norm, rows, hidden, d.rms_norm_eps, t, normed);
     return linear(normed, rows, hidden, w.router, w.router_bias, d.num_experts, t, router_logits);
 }
@@ -126,17 +130,17 @@ GPTOSS_EXPORT size_t gptoss_cpu_decode_attention_workspace_size(const gptoss_dec
 
 GPTOSS_EXPORT int gptoss_cpu_decode_attention(const gptoss_decode_attention_desc* desc,
                                               const gptoss_decode_attention_weights* weights, void* h,
-                                              const void* cos, const void* sin, void* kv_cache,
-                                              const int32_t* past_len, const int32_t* new_len, void* normed,
-                                              void* router_logits, void* workspace) {
+                                              const void* residual, const void* cos, const void* sin,
+                                              void* kv_cache, const int32_t* past_len, const int32_t* new_len,
+                                              void* normed, void* router_logits, void* workspace) {
     using namespace gptoss_cpu;
     if (!valid_desc(desc) || !weights || !weights->input_norm || !weights->post_norm || !weights->sinks ||
         !weights->q || !weights->k || !weights->v || !weights->o || !weights->router || !h || !cos || !sin ||
         !kv_cache || !past_len || !new_len || !normed || !router_logits || !workspace) {
         return kInvalidValue;
     }
-    return decode_attention(*desc, *weights, h, cos, sin, kv_cache, past_len, new_len, normed, router_logits,
-                            workspace);
+    return decode_attention(*desc, *weights, h, residual, cos, sin, kv_cache, past_len, new_len, normed,
+                            router_logits, workspace);
 }
 
 }  // extern "C"

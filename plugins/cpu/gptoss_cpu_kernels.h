@@ -41,12 +41,14 @@ int gptoss_cpu_linear_tiles(void);
 
 /*
  * One decode step of a decoder layer up to its MoE, for B rows of one new token each (exporter/model.py):
+ *   h += residual (the previous layer's MoE output, [B,H]; skipped when NULL)   (in place);
  *   normed = rmsnorm(h, input_norm); q, k, v = linears of normed; RoPE on q and k with cos/sin [B, D/2];
  *   sink attention over kv_cache (updated in place, as gptoss_sink_attention with kv_cache_out = kv_cache);
  *   h += o_proj(attention)   (in place);   normed = rmsnorm(h, post_norm);   router_logits = router(normed).
- * h, normed [B,H], cos, sin, router_logits [B,E], the dense weights and biases and the cache are of `dtype`; norms
- * and sinks float32. Each op rounds where the PyTorch model rounds (RMSNorm in float32; RoPE's products, sums and
- * differences each to dtype). Returns 0, or 1 for a bad descriptor or NULL pointer (biases may be NULL).
+ * h, residual, normed [B,H], cos, sin, router_logits [B,E], the dense weights and biases and the cache are of
+ * `dtype`; norms and sinks float32. Each op rounds where the PyTorch model rounds (residual adds and RMSNorm in
+ * float32; RoPE's products, sums and differences each to dtype). Returns 0, or 1 for a bad descriptor or NULL
+ * pointer (biases and residual may be NULL).
  */
 typedef struct gptoss_decode_attention_desc {
     int32_t batch;          /* B */
@@ -80,9 +82,9 @@ typedef struct gptoss_decode_attention_weights {
 
 size_t gptoss_cpu_decode_attention_workspace_size(const gptoss_decode_attention_desc* desc);
 int gptoss_cpu_decode_attention(const gptoss_decode_attention_desc* desc,
-                                const gptoss_decode_attention_weights* weights, void* h, const void* cos,
-                                const void* sin, void* kv_cache, const int32_t* past_len, const int32_t* new_len,
-                                void* normed, void* router_logits, void* workspace);
+                                const gptoss_decode_attention_weights* weights, void* h, const void* residual,
+                                const void* cos, const void* sin, void* kv_cache, const int32_t* past_len,
+                                const int32_t* new_len, void* normed, void* router_logits, void* workspace);
 
 /* Threads used by every kernel (the caller included); set_num_threads(0) goes back to the default. */
 int gptoss_cpu_num_threads(void);

@@ -1,8 +1,9 @@
 """Decode steps of the cpu backend's bf16 models with one native call per layer up to its MoE
-(`gptoss_cpu_decode_attention`: norm, q/k/v, RoPE, sink attention, o_proj, residual, norm, router), so that between
-the kernels of a layer the interpreter runs only the router's top-k, the MoE call and the residual add: after each
-kernel has streamed tens of megabytes through the caches, interpreted code runs several times slower than usual, and
-the model's own code between the kernels cost about 2 ms per layer, close to what the layer's MoE takes. Other steps
+(`gptoss_cpu_decode_attention`: the previous MoE's residual add, norm, q/k/v, RoPE, sink attention, o_proj,
+residual, norm, router), so that between the kernels of a layer the interpreter runs only the router's top-k and the
+MoE call: after each kernel has streamed tens of megabytes through the caches, interpreted code runs several times
+slower than usual, and the model's own code between the kernels cost about 2 ms per layer, close to what the
+layer's MoE takes. Other steps
 (prefill, hidden states or routing asked for, explicit position ids, float32 models) run the model as it is.
 """
 
@@ -40,20 +41,23 @@ class NativeDecode:
         cos, sin = (t.contiguous() for t in rope.cos_sin(positions, model.inv_freq, model.rope_scale, h.dtype))
         past_len, new_len = past_len.contiguous(), new_len.contiguous()
         step = self._step(h.shape[0], h.dtype)
-        shared = [pointer(t) for t in (h, cos, sin)]
+        rope_tables = [pointer(t) for t in (cos, sin)]
         rows = [pointer(t) for t in (past_len, new_len, step.normed, step.logits)]
+        residual = None  # the previous layer's MoE output, added by the next call
         for layer, weights, cache, moe in zip(model.layers, self.weights, kv_caches, step.moe, strict=True):
             desc = _descriptor(layer, h.shape[0], cache.shape[3], h)
             code = self.lib.gptoss_cpu_decode_attention(
-                ctypes.byref(desc), ctypes.byref(weights), *shared, pointer(cache), *rows, pointer(step.workspace)
-            )
+                ctypes.byref(desc), ctypes.byref(weights), pointer(h), residual, *rope_tables, pointer(cache), *rows,
+                pointer(step.workspace),
+            )  # fmt: skip
             if code:
                 raise KernelError(f"gptoss_cpu_decode_attention failed with error {code}")
             torch.topk(step.logits, layer.mlp.top_k, dim=-1, out=(step.top_logits, step.top_ids))
             step.expert_ids.copy_(step.top_ids)
             step.expert_weights.copy_(torch.softmax(step.top_logits, dim=-1))
             moe()
-            h += step.moe_out.view_as(h)
+            residual = pointer(step.moe_out)
+        h += step.moe_out.view_as(h)
         return DecoderOutput(model.norm(h), list(kv_caches), [], [])
 
     def _step(self, batch: int, dtype: torch.dtype) -> _Step:
