@@ -90,7 +90,8 @@ class Moe {
 public:
     Moe(const gptoss_moe_desc& d, const ExpertWeights& gate_up, const ExpertWeights& down, const Workspace& ws)
         : d_(d), gate_up_(gate_up), down_(down), ws_(ws), kernels_(isa()),
-          digits_(kernels_.gemm_mxfp4_digits && gate_up.format == WeightFormat::kMxfp4) {}
+          // float32 activations keep float32 products: the digits round what lies 2^20 below a block's largest
+          digits_(kernels_.gemm_mxfp4_digits && gate_up.format == WeightFormat::kMxfp4 && d.dtype != GPTOSS_FLOAT32) {}
 
     void run(const Pass& p) {
         group(p);
@@ -221,7 +222,7 @@ private:
     const ExpertWeights gate_up_, down_;
     const Workspace ws_;
     const Isa& kernels_;
-    const bool digits_;          // one-token experts run gemm_mxfp4_digits
+    const bool digits_;          // one-token experts run gemm_mxfp4_digits (bf16 and fp16 activations)
     std::vector<int> experts_;   // routed experts of the pass, ascending
     std::vector<Gemm> problems_;  // one per routed expert, for the current weight tensor
 };
