@@ -6,13 +6,13 @@
 // (|X| <= 2^20: every bit of x down to 2^-19 of that largest, so all of a bf16 value within 2^12 of it), as three
 // signed digits X = d0 * 2^14 + d1 * 2^7 + d2 (d1, d2 in [0, 128)). A weight row's codes become u = 2 * value + 12,
 // an unsigned byte (vpermb), and VPDPBUSD sums u * d exactly in int32: per block, sum(2 * value * X) =
-// sum(u * X) - 12 * sum(X). Each block sum is then scaled by 2^(scale - 127 - 1 + e - 19) and the blocks are summed
-// in float32, as the float path sums them.
+// sum(u * X) - 12 * sum(X). Each block sum is then scaled by 2^(e - 20) and by 2^(scale - 127) (the doubled codes
+// and the E8M0 bias) and the blocks are summed in float32, as the float path sums them.
 //
 // Layout of one token (pack_digits), per quad of 4 blocks (128 elements; the last one may have fewer): 6 vectors of
 // 64 digits (digit d of the even elements, then of the odd ones; block j of the quad in bytes [16 j, 16 j + 16),
 // element 2i or 2i + 1 at byte i), then 16 int32 (-12 * sum(X) of block j at dword 4 j, zero elsewhere), then 16
-// floats (e - 147 of block j at dwords 4 j .. 4 j + 3).
+// floats (2^(e - 20) of block j at dwords 4 j .. 4 j + 3).
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -33,7 +33,7 @@ namespace {
 
 constexpr int kQuad = 4 * kMxfp4Block;   // elements
 constexpr int kQuadBytes = kQuad / 2;    // MXFP4 bytes of a quad in one weight row
-constexpr int kDigitsOffset = 0, kCorrectionOffset = 6 * 64, kExponentOffset = kCorrectionOffset + 64;
+constexpr int kDigitsOffset = 0, kCorrectionOffset = 6 * 64, kFactorOffset = kCorrectionOffset + 64;
 constexpr int kFractionBits = 19;        // X = round(x * 2^(19 - e))
 constexpr int kCodeOffset = 12;          // u = 2 * value + 12 >= 0
 constexpr int kRows = 16;                // weight rows per tile
@@ -57,6 +57,7 @@ void rows(const Gemm& g, int r, const uint8_t* next, float* c) {
     const size_t pitch = static_cast<size_t>(g.k) / 2, groups = g.k / kMxfp4Block;
     const int quads = digit_quads(g.k), whole = g.k / kQuad, tail = groups % 4;  // blocks of a last, partial quad
     const __m512i codes_u = _mm512_load_si512(kCodes.u);
+    const __m512i high_nibbles = _mm512_set1_epi64(0x3c342c241c140c04ll);  // byte i: its bits 8 i + 4 onwards
     // Scale byte j of a row's quad into each dword of 16-byte lane j.
     const __m512i spread = _mm512_set_epi8(-1, -1, -1, 3, -1, -1, -1, 3, -1, -1, -1, 3, -1, -1, -1, 3,  //
                                            -1, -1, -1, 2, -1, -1, -1, 2, -1, -1, -1, 2, -1, -1, -1, 2,  //
@@ -69,7 +70,7 @@ void rows(const Gemm& g, int r, const uint8_t* next, float* c) {
         __m512i digits[6];
         for (int v = 0; v < 6; ++v) digits[v] = _mm512_loadu_si512(xq + kDigitsOffset + 64 * v);
         const __m512i correction = _mm512_loadu_si512(xq + kCorrectionOffset);
-        const __m512 exponents = _mm512_loadu_ps(reinterpret_cast<const float*>(xq + kExponentOffset));
+        const __m512 factors = _mm512_loadu_ps(reinterpret_cast<const float*>(xq + kFactorOffset));
         for (int i = 0; i < R; ++i) {
             const uint8_t* row = blocks + (r + i) * pitch + static_cast<size_t>(q) * kQuadBytes;
             __builtin_prefetch(next ? next + i * pitch + static_cast<size_t>(q) * kQuadBytes : row + R * pitch, 0, 2);
@@ -84,7 +85,7 @@ void rows(const Gemm& g, int r, const uint8_t* next, float* c) {
                 std::memcpy(&scales, scale, tail);
             }
             const __m512i even = _mm512_permutexvar_epi8(codes, codes_u);
-            const __m512i odd = _mm512_permutexvar_epi8(_mm512_srli_epi16(codes, 4), codes_u);
+            const __m512i odd = _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(high_nibbles, codes), codes_u);
             __m512i high = _mm512_dpbusd_epi32(_mm512_setzero_si512(), even, digits[0]);
             high = _mm512_dpbusd_epi32(high, odd, digits[1]);
             __m512i mid = _mm512_dpbusd_epi32(_mm512_setzero_si512(), even, digits[2]);
@@ -94,9 +95,11 @@ void rows(const Gemm& g, int r, const uint8_t* next, float* c) {
             // |high| <= 8 * 24 * 64 per dword: the whole stays far below 2^31.
             const __m512i whole_sum =
                 _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32(high, 14), _mm512_slli_epi32(mid, 7)), low);
+            // 2^(scale - 127) as float32 bits: the byte as exponent field (scale 0: the subnormal 2^-127).
             const __m512i weight_scale = _mm512_shuffle_epi8(_mm512_set1_epi32(static_cast<int>(scales)), spread);
-            const __m512 power = _mm512_add_ps(_mm512_cvtepi32_ps(weight_scale), exponents);
-            acc[i] = _mm512_add_ps(acc[i], _mm512_scalef_ps(_mm512_cvtepi32_ps(whole_sum), power));
+            const __m512 weight_factor = _mm512_castsi512_ps(
+                _mm512_max_epi32(_mm512_slli_epi32(weight_scale, 23), _mm512_set1_epi32(0x00400000)));
+            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(whole_sum), factors), weight_factor, acc[i]);
         }
     }
     for (int i = 0; i < R; ++i) c[i] = _mm512_reduce_add_ps(acc[i]);
@@ -112,13 +115,13 @@ void pack_block(const float* x, int b, uint8_t* token) {
     const bool all_finite = (_mm512_cmp_ps_mask(magnitudes[0], finite, _CMP_LE_OQ) &
                              _mm512_cmp_ps_mask(magnitudes[1], finite, _CMP_LE_OQ)) == 0xffff;
     const float largest = _mm512_reduce_max_ps(_mm512_max_ps(magnitudes[0], magnitudes[1]));
-    float exponent = 0.0f;  // all zero: the digits and the correction stay zero
+    float factor = 0.0f;  // all zero: the digits and the correction stay zero
     int32_t sum = 0;
     if (!all_finite) {
-        exponent = std::numeric_limits<float>::quiet_NaN();  // the sums become NaN, as float products would
+        factor = std::numeric_limits<float>::quiet_NaN();  // the sums become NaN, as float products would
     } else if (largest > 0.0f) {
         const int e = std::ilogb(largest);
-        exponent = static_cast<float>(e - kFractionBits - 128);  // 2^(e - 19), the E8M0 bias and the doubled codes
+        factor = std::ldexp(1.0f, e - kFractionBits - 1);  // X's unit 2^(e - 19), halved for the doubled codes
         const __m512 shift = _mm512_set1_ps(static_cast<float>(kFractionBits - e));
         for (int h = 0; h < 2; ++h) {
             const __m512i v = _mm512_cvtps_epi32(_mm512_scalef_ps(halves[h], shift));  // nearest, ties to even
@@ -134,7 +137,7 @@ void pack_block(const float* x, int b, uint8_t* token) {
     }
     const int32_t correction = -kCodeOffset * sum;  // |sum| <= 32 * 2^20
     std::memcpy(quad + kCorrectionOffset + 16 * j, &correction, sizeof correction);
-    for (int i = 0; i < 4; ++i) std::memcpy(quad + kExponentOffset + 16 * j + 4 * i, &exponent, sizeof exponent);
+    for (int i = 0; i < 4; ++i) std::memcpy(quad + kFactorOffset + 16 * j + 4 * i, &factor, sizeof factor);
 }
 
 }  // namespace
