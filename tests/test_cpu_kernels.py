@@ -219,15 +219,16 @@ def routing(tokens: int, experts: int, top_k: int, dtype: torch.dtype, gen: torc
     return ids.to(torch.int32), torch.softmax(top_logits, dim=-1).to(dtype)
 
 
-# (tokens, hidden, intermediate, experts, top_k): decode, a few tokens, and 300 tokens (two passes of the kernel,
-# token chunks of 64 per expert); hidden 64 with intermediate 96 keeps H != I.
-MOE_SHAPES = [(1, 64, 96, 8, 4), (7, 96, 64, 6, 3), (300, 64, 32, 4, 2)]
+# (tokens, hidden, intermediate, experts, top_k): decode of one row and of two (experts with one token, on digits in
+# bf16 calls, next to experts with two in float32), a few tokens, and 300 tokens (two passes of the kernel, token
+# chunks of 64 per expert); hidden 64 with intermediate 96 keeps H != I.
+MOE_SHAPES = [(1, 64, 96, 8, 4), (2, 64, 96, 8, 4), (7, 96, 64, 6, 3), (300, 64, 32, 4, 2)]
 
 
 @pytest.mark.parametrize(("weights", "dtype"), [("mxfp4", "bf16"), ("mxfp4", "fp32"), ("bf16", "bf16"),
                                                 ("fp32", "fp16"), ("fp16", "fp32")])  # fmt: skip
 @pytest.mark.parametrize(("tokens", "hidden", "inter", "experts", "top_k"), MOE_SHAPES,
-                         ids=["decode", "few", "passes"])  # fmt: skip
+                         ids=["decode", "decode2", "few", "passes"])  # fmt: skip
 def test_moe(lib, isa, tokens, hidden, inter, experts, top_k, weights, dtype) -> None:
     gen = torch.Generator().manual_seed(tokens + hidden + len(weights))
     w = moe_weights(experts, hidden, inter, weights, gen)
