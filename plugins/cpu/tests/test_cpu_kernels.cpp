@@ -175,7 +175,8 @@ void test_digits_bound(const Isa& isa) {
         }
         bound += 1e-6 * magnitude;  // float32 sums of 90 blocks
         if (!(std::fabs(c[r] - exact) <= bound)) {
-            std::fprintf(stderr, "%s digits: row %d: %.9g vs exact %.9g (bound %.3g)\n", isa.name, r, c[r], exact, bound);
+            std::fprintf(stderr, "%s digits: row %d: %.9g vs exact %.9g (bound %.3g)\n", isa.name, r, c[r], exact,
+                         bound);
             ++g_failures;
             return;
         }
